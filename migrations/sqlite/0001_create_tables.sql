@@ -1,0 +1,23 @@
+-- rocket_advanced_token: users and token digests (SQLite).
+CREATE TABLE IF NOT EXISTS advanced_token_users (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    username        TEXT    NOT NULL UNIQUE,
+    password_hash   TEXT    NOT NULL,
+    is_active       BOOLEAN NOT NULL DEFAULT TRUE,
+    rotation_locked BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at      BIGINT  NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS advanced_token_tokens (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id      INTEGER NOT NULL REFERENCES advanced_token_users (id) ON DELETE CASCADE,
+    digest       TEXT    NOT NULL UNIQUE,
+    created_at   BIGINT  NOT NULL,
+    last_used_at BIGINT  NOT NULL,
+    expires_at   BIGINT  NULL
+);
+
+CREATE INDEX IF NOT EXISTS advanced_token_tokens_user_id
+    ON advanced_token_tokens (user_id, last_used_at);
+CREATE INDEX IF NOT EXISTS advanced_token_tokens_expires_at
+    ON advanced_token_tokens (expires_at);

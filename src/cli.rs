@@ -1,0 +1,326 @@
+//! The `advanced-token` command line: the demo server and the admin
+//! commands, on the same configuration as the server.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use rocket::serde::json::Json;
+use rocket::{get, routes, Build, Rocket};
+use serde_json::{json, Value};
+
+use crate::{AdvancedToken, AuthUser, Error};
+
+/// Token authentication for Rocket: demo server and administration.
+///
+/// Every command reads the same configuration as the server: Rocket.toml
+/// (its [default.advanced_token] and [default.databases.advanced_token]
+/// sections, in the profile ROCKET_PROFILE selects) and ROCKET_* variables.
+#[derive(Debug, Parser)]
+#[command(name = "advanced-token", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the demo server (the default): the routes at /auth and a
+    /// protected GET /api/hello/.
+    Serve,
+    /// Create an active user.
+    CreateUser {
+        /// The username (case-sensitive).
+        username: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Set a user's password. This revokes all of the user's tokens.
+    SetPassword {
+        /// The username.
+        username: String,
+        #[command(flatten)]
+        password: PasswordArgs,
+    },
+    /// Deactivate a user: login fails, tokens answer 401 (and are kept).
+    Deactivate {
+        /// The username.
+        username: String,
+    },
+    /// Re-activate a deactivated user.
+    Activate {
+        /// The username.
+        username: String,
+    },
+    /// Delete a user and all of the user's tokens.
+    DeleteUser {
+        /// The username.
+        username: String,
+    },
+    /// Forbid token rotation (PUT token/) for one user.
+    LockToken {
+        /// The username.
+        username: String,
+    },
+    /// Allow token rotation again for one user.
+    UnlockToken {
+        /// The username.
+        username: String,
+    },
+    /// List users: username, active, rotation lock, live tokens.
+    ListUsers {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a user's tokens: id, created, last used, expires. Never the
+    /// token itself.
+    ListTokens {
+        /// The username.
+        username: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Log one user out everywhere: delete all of the user's tokens.
+    RevokeTokens {
+        /// The username.
+        username: String,
+    },
+    /// Delete every token of every user.
+    RevokeAllTokens {
+        /// Required: confirms that every user is to be logged out.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Delete expired tokens and print how many went.
+    PurgeExpired,
+}
+
+#[derive(Debug, Args)]
+struct PasswordArgs {
+    /// The password (visible in the process list; prefer --password-stdin).
+    #[arg(long, conflicts_with = "password_stdin")]
+    password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+impl PasswordArgs {
+    fn read(&self) -> Result<String, String> {
+        if let Some(p) = &self.password {
+            return Ok(p.clone());
+        }
+        if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+            let line = line.strip_suffix('\n').unwrap_or(&line);
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            return Ok(line.to_owned());
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err("no password given: use --password, --password-stdin, or run in a terminal to be prompted".into());
+        }
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Password (again): ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the passwords do not match".into());
+        }
+        Ok(first)
+    }
+}
+
+/// The demo app: the fairing, the routes at `/auth`, and `GET /api/hello/`
+/// behind the [`AuthUser`] guard. `advanced-token serve` launches it.
+pub fn demo(rocket: Rocket<Build>) -> Rocket<Build> {
+    rocket
+        .attach(AdvancedToken::fairing())
+        .mount("/auth", crate::routes())
+        .mount("/api", routes![hello])
+}
+
+/// The demo's protected example.
+#[get("/hello/<_..>")]
+fn hello(user: AuthUser) -> Json<Value> {
+    Json(json!({ "username": user.username }))
+}
+
+/// Runs the `advanced-token` command line with the process's arguments and
+/// returns its exit code. An app can call this from its own `main` to ship
+/// the same admin commands.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match rocket::tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(serve()),
+        command => match runtime.block_on(admin(command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => fail(&msg),
+        },
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("advanced-token: {msg}");
+    ExitCode::FAILURE
+}
+
+async fn serve() -> ExitCode {
+    match demo(rocket::build()).launch().await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Rocket has already logged the details (and the fairing the key).
+            fail(&format!("the server failed to launch: {e}"))
+        }
+    }
+}
+
+async fn admin(command: Command) -> Result<(), String> {
+    let figment = rocket::Config::figment();
+    let at = AdvancedToken::connect(&figment).await.map_err(|e| e.to_string())?;
+    let result = run_admin(&at, command).await;
+    at.close().await;
+    result.map_err(|e| match e {
+        Error::Unavailable => format!("the database at {} is unavailable", at.database()),
+        other => other.to_string(),
+    })
+}
+
+fn say(line: impl std::fmt::Display) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+}
+
+fn time(t: Option<i64>) -> String {
+    t.map_or_else(|| "never".to_owned(), |t| t.to_string())
+}
+
+async fn run_admin(at: &AdvancedToken, command: Command) -> Result<(), Error> {
+    match command {
+        Command::Serve => unreachable!("serve is handled by run()"),
+        Command::CreateUser { username, password } => {
+            let pw = password.read().map_err(Error::InvalidInput)?;
+            let id = at.create_user(&username, &pw).await?;
+            say(format_args!("Created user {username:?} (id {id})."));
+        }
+        Command::SetPassword { username, password } => {
+            let pw = password.read().map_err(Error::InvalidInput)?;
+            let revoked = at.set_password(&username, &pw).await?;
+            say(format_args!(
+                "Password of {username:?} changed; {revoked} token(s) revoked."
+            ));
+        }
+        Command::Deactivate { username } => {
+            at.deactivate_user(&username).await?;
+            say(format_args!("Deactivated {username:?}."));
+        }
+        Command::Activate { username } => {
+            at.activate_user(&username).await?;
+            say(format_args!("Activated {username:?}."));
+        }
+        Command::DeleteUser { username } => {
+            at.delete_user(&username).await?;
+            say(format_args!("Deleted {username:?} and the user's tokens."));
+        }
+        Command::LockToken { username } => {
+            at.lock_rotation(&username).await?;
+            say(format_args!("Token rotation locked for {username:?}."));
+        }
+        Command::UnlockToken { username } => {
+            at.unlock_rotation(&username).await?;
+            say(format_args!("Token rotation unlocked for {username:?}."));
+        }
+        Command::ListUsers { json } => {
+            let users = at.list_users().await?;
+            if json {
+                say(serde_json::to_string_pretty(&users).unwrap_or_default());
+            } else {
+                let rows = users
+                    .iter()
+                    .map(|u| {
+                        vec![
+                            u.username.clone(),
+                            yes_no(u.is_active),
+                            yes_no(u.rotation_locked),
+                            u.live_tokens.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["USERNAME", "ACTIVE", "LOCKED", "TOKENS"], rows);
+            }
+        }
+        Command::ListTokens { username, json } => {
+            let tokens = at.list_tokens(&username).await?;
+            if json {
+                say(serde_json::to_string_pretty(&tokens).unwrap_or_default());
+            } else {
+                let rows = tokens
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.to_string(),
+                            t.created_at.to_string(),
+                            t.last_used_at.to_string(),
+                            time(t.expires_at),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "CREATED", "LAST_USED", "EXPIRES"], rows);
+            }
+        }
+        Command::RevokeTokens { username } => {
+            let n = at.revoke_tokens(&username).await?;
+            say(format_args!("Revoked {n} token(s) of {username:?}."));
+        }
+        Command::RevokeAllTokens { force } => {
+            if !force {
+                return Err(Error::InvalidInput(
+                    "this deletes every token of every user; nothing was changed. Run again with --force to do it".into(),
+                ));
+            }
+            let n = at.revoke_all_tokens().await?;
+            say(format_args!("Revoked {n} token(s)."));
+        }
+        Command::PurgeExpired => {
+            let n = at.purge_expired().await?;
+            say(format_args!("Purged {n} expired token(s)."));
+        }
+    }
+    Ok(())
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+/// Prints rows as left-aligned columns.
+fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        say(padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}

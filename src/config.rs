@@ -1,0 +1,274 @@
+//! Configuration, read from the `advanced_token` section of Rocket's figment.
+
+use rocket::data::{ByteUnit, ToByteUnit};
+use rocket::figment::Figment;
+use serde::{Deserialize, Serialize};
+
+pub(crate) const DEFAULT_PREFIX: &str = "Token";
+pub(crate) const SECTION: &str = "advanced_token";
+
+/// The plugin's configuration: the `advanced_token` section of `Rocket.toml`
+/// (in any profile) or the `ROCKET_ADVANCED_TOKEN` environment variable.
+///
+/// Every field has a default, so the section may be left out entirely.
+///
+/// ```toml
+/// [default.advanced_token]
+/// bearer_prefix = "Bearer"
+/// token_ttl = 86400            # tokens live one day...
+/// token_ttl_sliding = true     # ...from their last use
+/// token_max_lifetime = 2592000 # but never more than 30 days
+/// max_tokens_per_user = 10
+/// ```
+///
+/// ```sh
+/// ROCKET_ADVANCED_TOKEN='{bearer_prefix="Bearer",token_ttl=86400}'
+/// ```
+///
+/// The database is configured separately, as a `rocket_db_pools` database
+/// named `advanced_token` (`[default.databases.advanced_token]`, key `url`;
+/// see the crate docs).
+///
+/// A value of the wrong type or out of range aborts launch with a message
+/// naming the key, e.g. `advanced_token.bearer_prefix: must not be empty`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The keyword clients put before the token: `Authorization: <prefix>
+    /// <token>`. Matched case-insensitively, as DRF does, and sent back in
+    /// `WWW-Authenticate` on every 401. Must be a non-empty HTTP token (no
+    /// whitespace, no separators).
+    ///
+    /// _Default:_ `"Token"`.
+    pub bearer_prefix: String,
+
+    /// The largest request body the login route reads; larger bodies get
+    /// 413. At most 1 MiB.
+    ///
+    /// _Default:_ `4 KiB`.
+    pub body_limit: ByteUnit,
+
+    /// How many argon2 hashes or verifications may run at once. Each takes
+    /// about 19 MiB of memory and one core for tens of milliseconds; further
+    /// logins wait their turn without holding a thread.
+    ///
+    /// _Default:_ the number of CPUs.
+    pub hash_concurrency: Option<usize>,
+
+    /// Whether `PUT token/` may rotate a token. When `false` it answers 405
+    /// and the token keeps working (the Django package's
+    /// `PREVENT_TOKEN_API_CHANGE`).
+    ///
+    /// _Default:_ `true`.
+    pub allow_rotation: bool,
+
+    /// Whether the logout route may delete tokens. When `false` it answers
+    /// 405 and nothing is deleted (`PREVENT_TOKEN_LOGOUT`).
+    ///
+    /// _Default:_ `true`.
+    pub allow_logout: bool,
+
+    /// Seconds a token lives after it is issued (or, with
+    /// `token_ttl_sliding`, after its last use). An expired token gets 401
+    /// `Token has expired.` and is deleted. `None` means tokens never expire,
+    /// as in DRF.
+    ///
+    /// _Default:_ `None`.
+    pub token_ttl: Option<u64>,
+
+    /// Whether each use pushes the expiry out to `token_ttl` from now (capped
+    /// by `token_max_lifetime`). The new expiry is written at most once a
+    /// minute per token. Needs `token_ttl`.
+    ///
+    /// _Default:_ `false`.
+    pub token_ttl_sliding: bool,
+
+    /// With sliding expiry, the most seconds a token may live from its
+    /// creation, however often it is used. `None` means no cap.
+    ///
+    /// _Default:_ `None`.
+    pub token_max_lifetime: Option<u64>,
+
+    /// The most tokens one user may hold. A login beyond it deletes the
+    /// user's least recently used token, so the table cannot grow without
+    /// bound. At least 1.
+    ///
+    /// _Default:_ `25`.
+    pub max_tokens_per_user: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bearer_prefix: DEFAULT_PREFIX.to_owned(),
+            body_limit: 4.kibibytes(),
+            hash_concurrency: None,
+            allow_rotation: true,
+            allow_logout: true,
+            token_ttl: None,
+            token_ttl_sliding: false,
+            token_max_lifetime: None,
+            max_tokens_per_user: 25,
+        }
+    }
+}
+
+/// `token` in RFC 9110: the characters a header keyword may contain.
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+impl Config {
+    /// Reads the `advanced_token` section of `figment` and checks it. A
+    /// missing section gives the defaults. The error names the offending key.
+    pub fn from_figment(figment: &Figment) -> Result<Config, String> {
+        let config = if figment.contains(SECTION) {
+            figment
+                .extract_inner::<Config>(SECTION)
+                .map_err(|e| describe_figment_error(e, SECTION))?
+        } else {
+            Config::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that serde cannot: an error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let key = |k: &str| format!("{SECTION}.{k}");
+        if self.bearer_prefix.is_empty() {
+            return Err(format!("{}: must not be empty", key("bearer_prefix")));
+        }
+        if self.bearer_prefix.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "{}: must not contain whitespace (got {:?})",
+                key("bearer_prefix"),
+                self.bearer_prefix
+            ));
+        }
+        if !self.bearer_prefix.chars().all(is_tchar) {
+            return Err(format!(
+                "{}: must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~ (got {:?})",
+                key("bearer_prefix"),
+                self.bearer_prefix
+            ));
+        }
+        if self.body_limit < 64.bytes() || self.body_limit > 1.mebibytes() {
+            return Err(format!(
+                "{}: must be between 64 B and 1 MiB (got {})",
+                key("body_limit"),
+                self.body_limit
+            ));
+        }
+        if self.hash_concurrency == Some(0) {
+            return Err(format!("{}: must be at least 1", key("hash_concurrency")));
+        }
+        if self.token_ttl == Some(0) {
+            return Err(format!(
+                "{}: must be at least 1 second (leave it out for tokens that never expire)",
+                key("token_ttl")
+            ));
+        }
+        if self.token_ttl_sliding && self.token_ttl.is_none() {
+            return Err(format!(
+                "{}: needs {} to be set",
+                key("token_ttl_sliding"),
+                key("token_ttl")
+            ));
+        }
+        if let Some(max) = self.token_max_lifetime {
+            if !self.token_ttl_sliding {
+                return Err(format!(
+                    "{}: only applies with {} = true",
+                    key("token_max_lifetime"),
+                    key("token_ttl_sliding")
+                ));
+            }
+            if Some(max) < self.token_ttl {
+                return Err(format!(
+                    "{}: must not be shorter than {}",
+                    key("token_max_lifetime"),
+                    key("token_ttl")
+                ));
+            }
+        }
+        if self.max_tokens_per_user == 0 {
+            return Err(format!("{}: must be at least 1", key("max_tokens_per_user")));
+        }
+        Ok(())
+    }
+
+    /// The number of concurrent argon2 operations allowed.
+    pub(crate) fn hash_permits(&self) -> usize {
+        self.hash_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+    }
+}
+
+/// Figment's own message, with the full dotted key path in front.
+pub(crate) fn describe_figment_error(e: rocket::figment::Error, section: &str) -> String {
+    let mut out = Vec::new();
+    for err in e {
+        let path = if err.path.is_empty() {
+            section.to_owned()
+        } else if err.path.first().map(String::as_str) == Some(section) {
+            err.path.join(".")
+        } else {
+            format!("{section}.{}", err.path.join("."))
+        };
+        out.push(format!("{path}: {}", err.kind));
+    }
+    out.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rocket::figment::providers::{Format, Toml};
+
+    fn from_toml(s: &str) -> Result<Config, String> {
+        Config::from_figment(&Figment::from(Toml::string(s)))
+    }
+
+    #[test]
+    fn missing_section_gives_defaults() {
+        assert_eq!(from_toml("").unwrap(), Config::default());
+        assert_eq!(Config::default().bearer_prefix, "Token");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = from_toml("[advanced_token]\nbearer_prefix = ''").unwrap_err();
+        assert!(e.contains("advanced_token.bearer_prefix"), "{e}");
+        let e = from_toml("[advanced_token]\nbearer_prefix = 'To ken'").unwrap_err();
+        assert!(e.contains("advanced_token.bearer_prefix"), "{e}");
+        let e = from_toml("[advanced_token]\nbearer_prefix = 5").unwrap_err();
+        assert!(e.contains("advanced_token.bearer_prefix"), "{e}");
+        let e = from_toml("[advanced_token]\ntoken_ttl = 'soon'").unwrap_err();
+        assert!(e.contains("advanced_token.token_ttl"), "{e}");
+        let e = from_toml("[advanced_token]\nmax_tokens_per_user = 0").unwrap_err();
+        assert!(e.contains("advanced_token.max_tokens_per_user"), "{e}");
+        let e = from_toml("[advanced_token]\ntoken_ttl_sliding = true").unwrap_err();
+        assert!(e.contains("advanced_token.token_ttl_sliding"), "{e}");
+        let e = from_toml("[advanced_token]\nbody_limit = '2 MiB'").unwrap_err();
+        assert!(e.contains("advanced_token.body_limit"), "{e}");
+        let e = from_toml("[advanced_token]\nbearer_prefx = 'Bearer'").unwrap_err();
+        assert!(e.contains("bearer_prefx"), "{e}");
+    }
+
+    #[test]
+    fn good_values_parse() {
+        let c = from_toml(
+            "[advanced_token]\nbearer_prefix = 'Bearer'\nbody_limit = '8 KiB'\ntoken_ttl = 60\ntoken_ttl_sliding = true\ntoken_max_lifetime = 600",
+        )
+        .unwrap();
+        assert_eq!(c.bearer_prefix, "Bearer");
+        assert_eq!(c.body_limit, 8.kibibytes());
+        assert_eq!(c.token_ttl, Some(60));
+        assert_eq!(c.token_max_lifetime, Some(600));
+    }
+}

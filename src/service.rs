@@ -1,0 +1,438 @@
+//! [`AdvancedToken`]: the managed state behind the guard and the routes, and
+//! the library functions the command line is built on.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rocket::fairing::Fairing;
+use rocket::figment::providers::Serialized;
+use rocket::figment::Figment;
+
+use crate::config::{describe_figment_error, Config};
+use crate::fairing::TokenFairing;
+use crate::password::Hasher;
+use crate::store::{redact_url, Backend, Store, TokenRow};
+use crate::{token, AuthUser, DbPool, Error, TokenInfo, UserInfo};
+
+/// Writes of `last_used_at` (and of a sliding expiry) happen at most this
+/// often per token, so the guard's hot path is one read.
+pub(crate) const TOUCH_INTERVAL: i64 = 60;
+
+/// The longest username accepted, as in Django.
+const MAX_USERNAME_CHARS: usize = 150;
+/// The longest password accepted (bytes).
+const MAX_PASSWORD_BYTES: usize = 1024;
+
+/// A source of the current time in Unix seconds.
+pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+fn system_clock() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The plugin: its fairing, and a handle on its database for your own code.
+///
+/// Attach [`AdvancedToken::fairing()`] to your Rocket. Once launched, the
+/// handle is managed state, so handlers can take `&State<AdvancedToken>` (or
+/// `&AdvancedToken`) and call the same functions the `advanced-token`
+/// command line uses, e.g. to build a signup endpoint:
+///
+/// ```rust,no_run
+/// # use rocket::{post, serde::json::Json};
+/// use rocket_advanced_token::{AdvancedToken, Error};
+///
+/// #[post("/signup", data = "<form>")]
+/// async fn signup(at: &AdvancedToken, form: Json<(String, String)>) -> Result<Json<String>, Error> {
+///     let (username, password) = form.into_inner();
+///     at.create_user(&username, &password).await?;
+///     Ok(Json(at.login(&username, &password).await?))
+/// }
+/// ```
+///
+/// Outside Rocket (scripts, other binaries), [`AdvancedToken::connect()`]
+/// opens the same database from the same configuration.
+#[derive(Clone)]
+pub struct AdvancedToken {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    store: Store,
+    hasher: Hasher,
+    clock: Clock,
+    database: String,
+}
+
+impl std::fmt::Debug for AdvancedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdvancedToken")
+            .field("config", &self.inner.config)
+            .field("database", &self.inner.database)
+            .finish()
+    }
+}
+
+impl AdvancedToken {
+    /// The fairing to attach: it reads [`Config`] from the `advanced_token`
+    /// section of Rocket's configuration, opens the database configured as
+    /// `databases.advanced_token`, runs the crate's migrations and manages an
+    /// `AdvancedToken`. Bad configuration or an unreachable database abort
+    /// launch with a message that names the key or the host.
+    pub fn fairing() -> impl Fairing {
+        TokenFairing { clock: None }
+    }
+
+    /// [`AdvancedToken::fairing()`] with a fake clock (Unix seconds), for
+    /// tests of expiry.
+    #[doc(hidden)]
+    pub fn fairing_with_clock(clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> impl Fairing {
+        TokenFairing { clock: Some(clock) }
+    }
+
+    /// Opens the database named by a Rocket figment (`advanced_token` and
+    /// `databases.advanced_token`, exactly as the fairing does), runs the
+    /// migrations, and returns a handle. The command line uses this with
+    /// `rocket::Config::figment()`, so it sees what the server sees.
+    pub async fn connect(figment: &Figment) -> Result<AdvancedToken, Error> {
+        Self::open(figment, None).await
+    }
+
+    pub(crate) async fn open(figment: &Figment, clock: Option<Clock>) -> Result<AdvancedToken, Error> {
+        let config = Config::from_figment(figment).map_err(Error::Config)?;
+
+        let workers: usize = figment
+            .extract_inner(rocket::Config::WORKERS)
+            .unwrap_or_else(|_| rocket::Config::default().workers);
+        let db_key = "databases.advanced_token";
+        if !figment.contains(&format!("{db_key}.url")) {
+            return Err(Error::Config(format!(
+                "{db_key}.url: missing; set it in Rocket.toml ([default.databases.advanced_token] url = \"sqlite://advanced_token.sqlite?mode=rwc\") or ROCKET_DATABASES='{{advanced_token={{url=\"...\"}}}}'"
+            )));
+        }
+        let db_config: rocket_db_pools::Config = figment
+            .focus(db_key)
+            .join(Serialized::default("max_connections", workers * 4))
+            .join(Serialized::default("connect_timeout", 5))
+            .extract()
+            .map_err(|e| Error::Config(describe_figment_error(e, db_key)))?;
+        let url = redact_url(&db_config.url);
+        if Backend::of_url(&db_config.url).is_none() {
+            return Err(Error::Config(format!(
+                "{db_key}.url: unsupported scheme in {url:?}; use sqlite:, postgres:, postgresql:, mysql: or mariadb:"
+            )));
+        }
+        let pool = DbPool::connect(&db_config)
+            .await
+            .map_err(|e| Error::Config(format!("cannot open the database at {url}: {e}")))?;
+        let clock = clock.unwrap_or_else(|| Arc::new(system_clock));
+        let store = Store { pool };
+        if let Err(e) = store.migrate(clock()).await {
+            store.pool.close().await;
+            return Err(Error::Config(format!(
+                "cannot run the advanced_token migrations on {url}: {e}"
+            )));
+        }
+        Ok(AdvancedToken {
+            inner: Arc::new(Inner {
+                hasher: Hasher::new(config.hash_permits()),
+                config,
+                store,
+                clock,
+                database: url,
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The database pool, for apps that want to query the crate's tables.
+    pub fn pool(&self) -> &DbPool {
+        &self.inner.store.pool
+    }
+
+    /// The database URL, with any password masked.
+    pub fn database(&self) -> &str {
+        &self.inner.database
+    }
+
+    /// Closes the database pool.
+    pub async fn close(&self) {
+        self.inner.store.pool.close().await
+    }
+
+    fn now(&self) -> i64 {
+        (self.inner.clock)()
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    fn expiry_from(&self, now: i64) -> Option<i64> {
+        self.config().token_ttl.map(|ttl| now.saturating_add(ttl as i64))
+    }
+
+    // ----- users -----------------------------------------------------------
+
+    /// Creates an active user. Usernames are case-sensitive, 1 to 150
+    /// characters, without whitespace or control characters.
+    ///
+    /// Returns the new user's id, or [`Error::UsernameTaken`].
+    pub async fn create_user(&self, username: &str, password: &str) -> Result<i64, Error> {
+        validate_username(username)?;
+        validate_password(password)?;
+        let hash = self.inner.hasher.hash(password.to_owned()).await?;
+        self.store().create_user(username, &hash, self.now()).await
+    }
+
+    /// Sets a user's password and revokes all of the user's tokens (a
+    /// password change logs the user out everywhere). Returns how many
+    /// tokens were revoked.
+    pub async fn set_password(&self, username: &str, password: &str) -> Result<u64, Error> {
+        validate_password(password)?;
+        if self.store().user_id(username).await?.is_none() {
+            return Err(Error::UnknownUser(username.to_owned()));
+        }
+        let hash = self.inner.hasher.hash(password.to_owned()).await?;
+        self.store().set_password(username, &hash).await
+    }
+
+    /// Deactivates a user: login fails and the user's tokens answer 401
+    /// "User inactive or deleted." (they are kept, and work again after
+    /// [`AdvancedToken::activate_user()`]).
+    pub async fn deactivate_user(&self, username: &str) -> Result<(), Error> {
+        self.store().set_active(username, false).await
+    }
+
+    /// Re-activates a deactivated user.
+    pub async fn activate_user(&self, username: &str) -> Result<(), Error> {
+        self.store().set_active(username, true).await
+    }
+
+    /// Locks token rotation for one user: `PUT token/` answers 405 for them.
+    /// (The Django package's `UserAPIKeyLock`.)
+    pub async fn lock_rotation(&self, username: &str) -> Result<(), Error> {
+        self.store().set_rotation_locked(username, true).await
+    }
+
+    /// Lifts [`AdvancedToken::lock_rotation()`].
+    pub async fn unlock_rotation(&self, username: &str) -> Result<(), Error> {
+        self.store().set_rotation_locked(username, false).await
+    }
+
+    /// Deletes a user and all of the user's tokens.
+    pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
+        self.store().delete_user(username).await
+    }
+
+    /// Every user, by username, with the number of unexpired tokens.
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>, Error> {
+        self.store().list_users(self.now()).await
+    }
+
+    /// The metadata of a user's tokens (never the tokens or their digests).
+    pub async fn list_tokens(&self, username: &str) -> Result<Vec<TokenInfo>, Error> {
+        let id = self.user_id(username).await?;
+        self.store().list_tokens(id).await
+    }
+
+    async fn user_id(&self, username: &str) -> Result<i64, Error> {
+        self.store()
+            .user_id(username)
+            .await?
+            .ok_or_else(|| Error::UnknownUser(username.to_owned()))
+    }
+
+    // ----- tokens ----------------------------------------------------------
+
+    /// Checks a username and password and issues a new token. Every call
+    /// issues a new token; earlier ones keep working (one per device) until
+    /// logout, up to `max_tokens_per_user`.
+    ///
+    /// Unknown user, wrong password and inactive user all give
+    /// [`Error::LoginFailed`], after the same argon2 work.
+    pub async fn login(&self, username: &str, password: &str) -> Result<String, Error> {
+        let row = if username.chars().count() <= MAX_USERNAME_CHARS {
+            self.store().find_login(username).await?
+        } else {
+            None
+        };
+        let (id, hash, active) = match row {
+            Some(r) => (Some(r.id), Some(r.password_hash), r.is_active),
+            None => (None, None, false),
+        };
+        let ok = self.inner.hasher.verify(password.to_owned(), hash).await?;
+        match id {
+            Some(id) if ok && active => self.issue_token(id).await,
+            _ => Err(Error::LoginFailed),
+        }
+    }
+
+    /// Issues a new token for a user id, without a password: for apps that
+    /// authenticate users another way.
+    pub async fn issue_token(&self, user_id: i64) -> Result<String, Error> {
+        let token = token::generate();
+        let now = self.now();
+        self.store()
+            .insert_token(
+                user_id,
+                &token::digest(&token),
+                now,
+                self.expiry_from(now),
+                self.config().max_tokens_per_user,
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// Authenticates a token (the part after the keyword). This is what the
+    /// [`AuthUser`] guard runs: one indexed read, plus a write at most once a
+    /// minute per token to record its use.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthUser, Error> {
+        if !token::well_formed(token) {
+            return Err(Error::InvalidToken);
+        }
+        let digest = token::digest(token);
+        let row = self.store().find_token(&digest).await?.ok_or(Error::InvalidToken)?;
+        let now = self.now();
+        if row.expires_at.is_some_and(|at| at <= now) {
+            self.store().delete_token(row.token_id).await?;
+            return Err(Error::TokenExpired);
+        }
+        if !row.is_active {
+            return Err(Error::UserInactive);
+        }
+        if let Some(touch) = self.touch(&row, now) {
+            self.store().touch_token(row.token_id, now, touch).await?;
+        }
+        Ok(AuthUser {
+            id: row.user_id,
+            username: row.username,
+            token_id: row.token_id,
+            digest,
+            rotation_locked: row.rotation_locked,
+        })
+    }
+
+    /// Whether this use must be written, and the expiry to write. At most once
+    /// a [`TOUCH_INTERVAL`] per token.
+    fn touch(&self, row: &TokenRow, now: i64) -> Option<Option<i64>> {
+        if now - row.last_used_at < TOUCH_INTERVAL {
+            return None;
+        }
+        let cfg = self.config();
+        let expires_at = match (cfg.token_ttl_sliding, cfg.token_ttl) {
+            (true, Some(ttl)) => {
+                let slid = now.saturating_add(ttl as i64);
+                Some(match cfg.token_max_lifetime {
+                    Some(max) => slid.min(row.created_at.saturating_add(max as i64)),
+                    None => slid,
+                })
+            }
+            _ => row.expires_at,
+        };
+        Some(expires_at)
+    }
+
+    /// Replaces the token `user` authenticated with by a new one: the old
+    /// token stops working at once; the user's other tokens are untouched.
+    /// Of concurrent rotations of one token exactly one succeeds; the others
+    /// get [`Error::InvalidToken`].
+    pub async fn rotate(&self, user: &AuthUser) -> Result<String, Error> {
+        if !self.config().allow_rotation {
+            return Err(Error::Disabled("Token rotation is disabled."));
+        }
+        if user.rotation_locked {
+            return Err(Error::Disabled("Token rotation is locked for this user."));
+        }
+        let token = token::generate();
+        let now = self.now();
+        let rotated = self
+            .store()
+            .rotate_token(user.token_id, &user.digest, &token::digest(&token), now, self.expiry_from(now))
+            .await?;
+        if rotated {
+            Ok(token)
+        } else {
+            Err(Error::InvalidToken)
+        }
+    }
+
+    /// Logs `user` out everywhere: deletes all of the user's tokens. Returns
+    /// how many.
+    pub async fn logout(&self, user: &AuthUser) -> Result<u64, Error> {
+        if !self.config().allow_logout {
+            return Err(Error::Disabled("Logout is disabled."));
+        }
+        self.store().delete_user_tokens(user.id).await
+    }
+
+    /// Deletes all tokens of one user. Returns how many.
+    pub async fn revoke_tokens(&self, username: &str) -> Result<u64, Error> {
+        let id = self.user_id(username).await?;
+        self.store().delete_user_tokens(id).await
+    }
+
+    /// Deletes every token of every user. Returns how many.
+    pub async fn revoke_all_tokens(&self) -> Result<u64, Error> {
+        self.store().delete_all_tokens().await
+    }
+
+    /// Deletes expired tokens. Returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, Error> {
+        self.store().purge_expired(self.now()).await
+    }
+}
+
+fn validate_username(username: &str) -> Result<(), Error> {
+    if username.is_empty() {
+        return Err(Error::InvalidInput("The username must not be empty.".into()));
+    }
+    if username.chars().count() > MAX_USERNAME_CHARS {
+        return Err(Error::InvalidInput(format!(
+            "The username must be at most {MAX_USERNAME_CHARS} characters."
+        )));
+    }
+    if username.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::InvalidInput(
+            "The username must not contain whitespace or control characters.".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_password(password: &str) -> Result<(), Error> {
+    if password.is_empty() {
+        return Err(Error::InvalidInput("The password must not be empty.".into()));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "The password must be at most {MAX_PASSWORD_BYTES} bytes."
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_checked() {
+        assert!(validate_username("alice").is_ok());
+        assert!(validate_username("Élodie@example.com").is_ok());
+        assert!(validate_username("").is_err());
+        assert!(validate_username("a b").is_err());
+        assert!(validate_username("a\u{0}").is_err());
+        assert!(validate_username(&"x".repeat(151)).is_err());
+        assert!(validate_password("").is_err());
+        assert!(validate_password(&"x".repeat(2000)).is_err());
+    }
+}
