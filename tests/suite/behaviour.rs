@@ -1,0 +1,611 @@
+//! The behavioural suite, written once and run against every backend
+//! (instantiated in main.rs). Each function gets a fresh database.
+
+use rocket::http::{ContentType, Header, Method, Status};
+use rocket::local::asynchronous::Client;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const PW: &str = "correct horse battery staple";
+
+async fn alice(db: &TestDb, settings: Value) -> (Client, String) {
+    let client = client(db, settings).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    (client, token)
+}
+
+// ----- 1. login --------------------------------------------------------------
+
+pub async fn login_accepts_json_form_and_multipart(db: TestDb) {
+    let client = client(&db, json!({})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .body(json!({"username": "alice", "password": PW}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(res.content_type(), Some(ContentType::JSON));
+    let body = body_json(res).await;
+    assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    let t1 = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(t1.len(), 64);
+
+    let form = format!("username=alice&password={}", PW.replace(' ', "+"));
+    let res = client.post("/auth/login").header(ContentType::Form).body(form).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    let t2 = body_json(res).await["token"].as_str().unwrap().to_owned();
+
+    let multipart = format!(
+        "--BOUNDARY\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nalice\r\n\
+         --BOUNDARY\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{PW}\r\n--BOUNDARY--\r\n"
+    );
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::new("multipart", "form-data").with_params(("boundary", "BOUNDARY")))
+        .body(multipart)
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    let t3 = body_json(res).await["token"].as_str().unwrap().to_owned();
+
+    // Every login issues a new token, and all of them keep working.
+    assert!(t1 != t2 && t2 != t3 && t1 != t3);
+    for t in [&t1, &t2, &t3] {
+        assert_eq!(check(&client, t).await, Status::Ok);
+    }
+}
+
+pub async fn login_ignores_the_authorization_header(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    for header in [format!("Token {token}"), "Token bogus".into(), "Token".into(), "Token a b c".into()] {
+        let res = client
+            .post("/auth/login/")
+            .header(ContentType::JSON)
+            .header(Header::new("Authorization", header))
+            .body(json!({"username": "alice", "password": PW}).to_string())
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Ok);
+    }
+}
+
+pub async fn login_failures_are_indistinguishable(db: TestDb) {
+    let client = client(&db, json!({})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    at(&client).create_user("inactive", PW).await.unwrap();
+    at(&client).deactivate_user("inactive").await.unwrap();
+
+    let mut replies = Vec::new();
+    for (user, pw) in [("alice", "wrong"), ("nobody", PW), ("inactive", PW), ("Alice", PW), ("ALICE", PW)] {
+        let res = client
+            .post("/auth/login/")
+            .header(ContentType::JSON)
+            .body(json!({"username": user, "password": pw}).to_string())
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Unauthorized, "{user}");
+        assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Token"));
+        assert_eq!(res.content_type(), Some(ContentType::JSON));
+        replies.push(res.into_bytes().await.unwrap());
+    }
+    assert!(replies.windows(2).all(|w| w[0] == w[1]));
+    let body: Value = serde_json::from_slice(&replies[0]).unwrap();
+    assert_eq!(body, json!({"detail": "Unable to log in with provided credentials."}));
+}
+
+pub async fn login_validates_its_body(db: TestDb) {
+    let client = client(&db, json!({})).await;
+    let post = |ct: Option<ContentType>, body: Vec<u8>| {
+        let mut req = client.post("/auth/login/").body(body);
+        if let Some(ct) = ct {
+            req = req.header(ct);
+        }
+        async move {
+            let res = req.dispatch().await;
+            let status = res.status();
+            let ct = res.content_type();
+            (status, ct, body_json(res).await)
+        }
+    };
+    let j = || Some(ContentType::JSON);
+    let req = "This field is required.";
+    let blank = "This field may not be blank.";
+
+    let cases: Vec<(Option<ContentType>, &[u8], Status, Value)> = vec![
+        (j(), b"{}", Status::BadRequest, json!({"username": [req], "password": [req]})),
+        (j(), br#"{"username": "alice"}"#, Status::BadRequest, json!({"password": [req]})),
+        (j(), br#"{"username": "", "password": "x"}"#, Status::BadRequest, json!({"username": [blank]})),
+        (j(), br#"{"username": "  ", "password": ""}"#, Status::BadRequest, json!({"username": [blank], "password": [blank]})),
+        (j(), br#"{"username": 1, "password": ["x"]}"#, Status::BadRequest,
+            json!({"username": ["Not a valid string."], "password": ["Not a valid string."]})),
+        (j(), br#"{"username": null, "password": {"a": 1}}"#, Status::BadRequest,
+            json!({"username": ["This field may not be null."], "password": ["Not a valid string."]})),
+        (Some(ContentType::Form), b"username=&password=", Status::BadRequest, json!({"username": [blank], "password": [blank]})),
+        (Some(ContentType::Form), b"", Status::BadRequest, json!({"username": [req], "password": [req]})),
+        (None, b"", Status::BadRequest, json!({"username": [req], "password": [req]})),
+    ];
+    for (ct, body, status, expected) in cases {
+        let (got, got_ct, got_body) = post(ct.clone(), body.to_vec()).await;
+        assert_eq!(got, status, "{ct:?} {:?}", String::from_utf8_lossy(body));
+        assert_eq!(got_ct, Some(ContentType::JSON));
+        assert_eq!(got_body, expected, "{:?}", String::from_utf8_lossy(body));
+    }
+
+    // Malformed JSON, non-objects, bytes that are not UTF-8: 400 with JSON.
+    for body in [&b"{"[..], b"not json", b"[1,2]", b"\"str\"", b"42", b"null", b"\xff\xfe{}", b"{\"username\": \"\xff\"}"] {
+        let (status, ct, body_v) = post(j(), body.to_vec()).await;
+        assert_eq!(status, Status::BadRequest, "{:?}", String::from_utf8_lossy(body));
+        assert_eq!(ct, Some(ContentType::JSON));
+        assert!(body_v.is_object());
+    }
+
+    // Other content types: 415 with a detail.
+    for ct in [ContentType::Plain, ContentType::XML, ContentType::new("application", "octet-stream")] {
+        let (status, _, body) = post(Some(ct), b"username=a&password=b".to_vec()).await;
+        assert_eq!(status, Status::UnsupportedMediaType);
+        assert!(body["detail"].as_str().unwrap().contains("Unsupported media type"));
+    }
+
+    // Multipart without a boundary, or garbage: 400, never 500.
+    let (status, _, _) = post(Some(ContentType::FormData), b"garbage".to_vec()).await;
+    assert_eq!(status, Status::BadRequest);
+    let ct = ContentType::new("multipart", "form-data").with_params(("boundary", "X"));
+    let (status, _, _) = post(Some(ct), b"--X\r\ngarbage".to_vec()).await;
+    assert_eq!(status, Status::BadRequest);
+}
+
+pub async fn login_body_size_is_capped(db: TestDb) {
+    let client = client(&db, json!({})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let big = json!({"username": "alice", "password": "x".repeat(5000)}).to_string();
+    let res = client.post("/auth/login/").header(ContentType::JSON).body(big).dispatch().await;
+    assert_eq!(res.status(), Status::PayloadTooLarge);
+    assert_eq!(body_json(res).await, json!({"detail": "Request body is too large."}));
+    let huge = vec![b'a'; 2 << 20];
+    let res = client.post("/auth/login/").header(ContentType::Form).body(huge).dispatch().await;
+    assert_eq!(res.status(), Status::PayloadTooLarge);
+    drop(res);
+    // A custom, larger limit lets the same body through to the password check.
+    let client = self::client(&db, json!({"body_limit": "16 KiB"})).await;
+    let big = json!({"username": "alice", "password": "x".repeat(5000)}).to_string();
+    let res = client.post("/auth/login/").header(ContentType::JSON).body(big).dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+}
+
+// ----- 2-4. token check, rotation, logout -------------------------------------
+
+pub async fn token_check(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    for path in ["/auth/token/", "/auth/token"] {
+        let res = client.get(path).header(auth(&token)).dispatch().await;
+        assert_eq!(res.status(), Status::Ok);
+        assert_eq!(body_json(res).await, json!({"username": "alice"}));
+    }
+    let res = client.get("/auth/token/").dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert_eq!(check(&client, &"0".repeat(64)).await, Status::Unauthorized);
+}
+
+pub async fn rotation_kills_only_the_old_token(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    let other = login(&client, "alice", PW).await;
+    let res = client.put("/auth/token/").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    let body = body_json(res).await;
+    let new = body["token"].as_str().unwrap().to_owned();
+    assert_ne!(new, token);
+    assert_eq!(check(&client, &token).await, Status::Unauthorized);
+    assert_eq!(check(&client, &new).await, Status::Ok);
+    assert_eq!(check(&client, &other).await, Status::Ok);
+    // The old token cannot rotate again.
+    let res = client.put("/auth/token").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Token"));
+}
+
+pub async fn logout_deletes_every_token_of_the_user(db: TestDb) {
+    let (client, t1) = alice(&db, json!({})).await;
+    let t2 = login(&client, "alice", PW).await;
+    at(&client).create_user("bob", PW).await.unwrap();
+    let bob = login(&client, "bob", PW).await;
+
+    // An invalid token deletes nothing.
+    let res = client.get("/auth/logout/").header(auth(&"f".repeat(64))).dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert_eq!(db.count("advanced_token_tokens").await, 3);
+
+    let res = client.get("/auth/logout/").header(auth(&t1)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(body_json(res).await["detail"].is_string());
+    assert_eq!(check(&client, &t1).await, Status::Unauthorized);
+    assert_eq!(check(&client, &t2).await, Status::Unauthorized);
+    assert_eq!(check(&client, &bob).await, Status::Ok);
+
+    // POST works too.
+    let t3 = login(&client, "alice", PW).await;
+    let res = client.post("/auth/logout").header(auth(&t3)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(check(&client, &t3).await, Status::Unauthorized);
+    assert_eq!(db.count("advanced_token_tokens").await, 1);
+}
+
+// ----- 5. authentication failures ----------------------------------------------
+
+pub async fn authentication_failures_follow_drf(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    let none = "Authentication credentials were not provided.";
+    let cases: Vec<(Option<String>, &str)> = vec![
+        (None, none),
+        (Some(String::new()), none),
+        (Some(format!("Bearer {token}")), none),
+        (Some(format!("Tokens {token}")), none),
+        (Some("Token".into()), "Invalid token header. No credentials provided."),
+        (Some("Token   ".into()), "Invalid token header. No credentials provided."),
+        (Some(format!("Token {token} extra")), "Invalid token header. Token string should not contain spaces."),
+        (Some("Token abc".into()), "Invalid token."),
+        (Some(format!("Token {}", token.to_uppercase())), "Invalid token."),
+        (Some(format!("Token {}", "0".repeat(64))), "Invalid token."),
+    ];
+    for path in ["/auth/token/", "/auth/logout/", "/api/hello/"] {
+        for (header, detail) in &cases {
+            let mut req = client.get(path);
+            if let Some(h) = header {
+                req = req.header(Header::new("Authorization", h.clone()));
+            }
+            let res = req.dispatch().await;
+            assert_eq!(res.status(), Status::Unauthorized, "{path} {header:?}");
+            assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Token"), "{path} {header:?}");
+            assert_eq!(res.content_type(), Some(ContentType::JSON));
+            assert_eq!(body_json(res).await, json!({"detail": detail}), "{path} {header:?}");
+        }
+    }
+    // The keyword is case-insensitive and any whitespace separates.
+    for header in [format!("token {token}"), format!("TOKEN\t{token}"), format!("  Token   {token}  ")] {
+        let res = client.get("/api/hello/").header(Header::new("Authorization", header)).dispatch().await;
+        assert_eq!(res.status(), Status::Ok);
+    }
+    // Inactive user.
+    at(&client).deactivate_user("alice").await.unwrap();
+    let res = client.get("/auth/token/").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert_eq!(body_json(res).await, json!({"detail": "User inactive or deleted."}));
+}
+
+pub async fn custom_prefix(db: TestDb) {
+    let (client, token) = alice(&db, json!({"bearer_prefix": "Bearer"})).await;
+    let ok = client.get("/api/hello/").header(Header::new("Authorization", format!("bearer {token}"))).dispatch().await;
+    assert_eq!(ok.status(), Status::Ok);
+    let res = client.get("/api/hello/").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Bearer"));
+    let (status, _) = login_raw(&client, "alice", "nope").await;
+    assert_eq!(status, Status::Unauthorized);
+    let res = client.post("/auth/login/").header(ContentType::JSON).body("{\"username\":\"alice\",\"password\":\"x\"}").dispatch().await;
+    assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Bearer"));
+}
+
+pub async fn guard_options_and_per_request_cache(db: TestDb) {
+    let clock = FakeClock::new();
+    let client = client_with_clock(&db, json!({"token_ttl": 60}), &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+
+    let res = client.get("/api/maybe").dispatch().await;
+    assert_eq!(body_json(res).await, json!({"username": null}));
+    let res = client.get("/api/maybe").header(auth(&token)).dispatch().await;
+    assert_eq!(body_json(res).await, json!({"username": "alice"}));
+    let res = client.get("/api/twice").header(auth(&token)).dispatch().await;
+    assert_eq!(body_json(res).await, json!(["alice", "alice"]));
+
+    // The first lookup of an expired token deletes it. Were the lookup not
+    // cached, the second guard would find no token and say "Invalid token.".
+    clock.advance(61);
+    let res = client.get("/api/twice").header(auth(&token)).dispatch().await;
+    assert_eq!(body_json(res).await, json!(["Token has expired.", "Token has expired."]));
+    assert_eq!(check(&client, &token).await, Status::Unauthorized);
+}
+
+// ----- 6-7. methods, paths, hostile input --------------------------------------
+
+pub async fn unserved_methods_get_405(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    let cases = [
+        ("/auth/login/", vec![Method::Get, Method::Put, Method::Delete, Method::Patch], "POST, OPTIONS"),
+        ("/auth/token/", vec![Method::Post, Method::Delete, Method::Patch], "GET, PUT, HEAD, OPTIONS"),
+        ("/auth/logout/", vec![Method::Put, Method::Delete, Method::Patch], "GET, POST, HEAD, OPTIONS"),
+    ];
+    for (path, methods, allow) in cases {
+        for method in methods {
+            for p in [path, path.trim_end_matches('/')] {
+                let res = client.req(method, p).header(auth(&token)).dispatch().await;
+                assert_eq!(res.status(), Status::MethodNotAllowed, "{method} {p}");
+                assert_eq!(res.headers().get_one("Allow"), Some(allow));
+                assert_eq!(body_json(res).await, json!({"detail": "Method not allowed."}));
+            }
+        }
+        let res = client.req(Method::Options, path).dispatch().await;
+        assert_eq!(res.status(), Status::NoContent);
+        assert_eq!(res.headers().get_one("Allow"), Some(allow));
+    }
+    // Nothing was deleted by the PUT/DELETE attempts on logout.
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    // Extra segments are not the same path.
+    let res = client.get("/auth/token/extra").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::NotFound);
+    let res = client.post("/auth/login/x/y").dispatch().await;
+    assert_eq!(res.status(), Status::NotFound);
+}
+
+pub async fn hostile_input_never_gets_a_5xx(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    let headers = [
+        "Token \u{0}".to_owned(),
+        "Token ünïcödé".into(),
+        format!("Token {}", "a".repeat(100_000)),
+        "Token\u{b}abc".into(),
+        format!("{} {token}", "T".repeat(10_000)),
+        "Token ' OR 1=1 --".into(),
+        "Token %00".into(),
+    ];
+    for h in headers {
+        for (method, path) in [(Method::Get, "/auth/token/"), (Method::Put, "/auth/token/"), (Method::Post, "/auth/logout/"), (Method::Get, "/api/hello/")] {
+            let res = client.req(method, path).header(Header::new("Authorization", h.clone())).dispatch().await;
+            assert!(res.status().code < 500, "{method} {path} {}", &h[..h.len().min(40)]);
+            assert_eq!(res.status(), Status::Unauthorized);
+        }
+    }
+    let bodies: [&[u8]; 5] = [b"\x00\x01\x02", b"\xc3\x28", &[0xff; 4000], b"{\"username\":\"a\",\"password\":\"b\",\"username\":[]}", b"{\"a\":{\"b\":{\"c\":[[[[[[]]]]]]}}}"];
+    for body in bodies {
+        for ct in [ContentType::JSON, ContentType::Form, ContentType::new("multipart", "form-data").with_params(("boundary", "b"))] {
+            let res = client.post("/auth/login/").header(ct).body(body).dispatch().await;
+            assert!(res.status().code < 500);
+        }
+    }
+    // The token still works after all that.
+    assert_eq!(check(&client, &token).await, Status::Ok);
+}
+
+// ----- storage -------------------------------------------------------------------
+
+pub async fn tokens_are_stored_only_as_digests(db: TestDb) {
+    let client = client(&db, json!({})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(login(&client, "alice", PW).await);
+    }
+    let rotated = client.put("/auth/token/").header(auth(&tokens[0])).dispatch().await;
+    tokens.push(body_json(rotated).await["token"].as_str().unwrap().to_owned());
+    let mut dump = String::new();
+    for table in ["advanced_token_tokens", "advanced_token_users"] {
+        for row in db.query_strings(&format!("SELECT * FROM {table}")).await {
+            for cell in row.into_iter().flatten() {
+                dump.push_str(&cell);
+                dump.push('\n');
+            }
+        }
+    }
+    assert!(!dump.contains(PW), "a plaintext password is stored");
+    for t in &tokens {
+        assert!(!dump.contains(t.as_str()), "a plaintext token is stored");
+        assert!(!dump.contains(&t.to_uppercase()), "a plaintext token is stored");
+    }
+    // What is stored is the SHA-256 digest of the live tokens.
+    let digests = db.query_strings("SELECT digest FROM advanced_token_tokens").await;
+    assert_eq!(digests.len(), 3);
+    use sha2::Digest;
+    let expected = format!("{:x}", sha2::Sha256::digest(tokens[1].as_bytes()));
+    assert!(digests.iter().any(|r| r[0].as_deref() == Some(expected.as_str())));
+    assert!(dump.contains("$argon2id$"));
+}
+
+// ----- issue 3: policies -----------------------------------------------------------
+
+pub async fn rotation_and_logout_switches(db: TestDb) {
+    let (client, token) = alice(&db, json!({"allow_rotation": false, "allow_logout": false})).await;
+    let res = client.put("/auth/token/").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::MethodNotAllowed);
+    assert_eq!(body_json(res).await, json!({"detail": "Token rotation is disabled."}));
+    for method in [Method::Get, Method::Post] {
+        let res = client.req(method, "/auth/logout/").header(auth(&token)).dispatch().await;
+        assert_eq!(res.status(), Status::MethodNotAllowed);
+        assert_eq!(body_json(res).await, json!({"detail": "Logout is disabled."}));
+    }
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    assert_eq!(db.count("advanced_token_tokens").await, 1);
+    // A bad token still gets 401, not 405.
+    let res = client.put("/auth/token/").header(auth("nope")).dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+}
+
+pub async fn rotation_lock_is_per_user(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    at(&client).create_user("bob", PW).await.unwrap();
+    let bob = login(&client, "bob", PW).await;
+    at(&client).lock_rotation("alice").await.unwrap();
+    let res = client.put("/auth/token/").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::MethodNotAllowed);
+    assert_eq!(body_json(res).await, json!({"detail": "Token rotation is locked for this user."}));
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    let res = client.put("/auth/token/").header(auth(&bob)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    // Login, check and logout are unaffected by the lock.
+    let t2 = login(&client, "alice", PW).await;
+    assert_eq!(check(&client, &t2).await, Status::Ok);
+    at(&client).unlock_rotation("alice").await.unwrap();
+    let res = client.put("/auth/token/").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    let res = client.get("/auth/logout/").header(auth(&t2)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+}
+
+pub async fn tokens_expire(db: TestDb) {
+    let clock = FakeClock::new();
+    let client = client_with_clock(&db, json!({"token_ttl": 3600}), &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    clock.advance(3599);
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    clock.advance(1);
+    let res = client.get("/auth/token/").header(auth(&token)).dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Token"));
+    assert_eq!(body_json(res).await, json!({"detail": "Token has expired."}));
+    // ...and it was deleted.
+    assert_eq!(db.count("advanced_token_tokens").await, 0);
+    assert_eq!(check(&client, &token).await, Status::Unauthorized);
+
+    // Without sliding, use does not extend the expiry.
+    let t2 = login(&client, "alice", PW).await;
+    for _ in 0..5 {
+        clock.advance(700);
+        assert_eq!(check(&client, &t2).await, Status::Ok);
+    }
+    clock.advance(200);
+    assert_eq!(check(&client, &t2).await, Status::Unauthorized);
+}
+
+pub async fn sliding_expiry_and_its_cap(db: TestDb) {
+    let clock = FakeClock::new();
+    let settings = json!({"token_ttl": 600, "token_ttl_sliding": true, "token_max_lifetime": 1800});
+    let client = client_with_clock(&db, settings, &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    let created = clock.now();
+    // Used every 500 s, it outlives its 600 s TTL...
+    for _ in 0..3 {
+        clock.advance(500);
+        assert_eq!(check(&client, &token).await, Status::Ok);
+    }
+    let expires: i64 = db.query_strings("SELECT expires_at FROM advanced_token_tokens").await[0][0]
+        .as_ref().unwrap().parse().unwrap();
+    assert_eq!(expires, created + 1800, "capped at creation + token_max_lifetime");
+    // ...but not its 1800 s maximum lifetime.
+    clock.advance(299);
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    clock.advance(1);
+    assert_eq!(check(&client, &token).await, Status::Unauthorized);
+
+    // Unused for a TTL, it expires.
+    let t2 = login(&client, "alice", PW).await;
+    clock.advance(601);
+    assert_eq!(check(&client, &t2).await, Status::Unauthorized);
+}
+
+pub async fn last_used_is_written_at_most_once_a_minute(db: TestDb) {
+    let clock = FakeClock::new();
+    let client = client_with_clock(&db, json!({"token_ttl": 600, "token_ttl_sliding": true}), &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    let t0 = clock.now();
+    let row = || async { db.query_strings("SELECT last_used_at, expires_at FROM advanced_token_tokens").await[0].clone() };
+    let as_i64 = |v: &Option<String>| v.as_ref().unwrap().parse::<i64>().unwrap();
+
+    clock.advance(30);
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    clock.advance(29);
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    let r = row().await;
+    assert_eq!(as_i64(&r[0]), t0, "two uses within a minute write nothing");
+    assert_eq!(as_i64(&r[1]), t0 + 600);
+
+    clock.advance(1);
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    let r = row().await;
+    assert_eq!(as_i64(&r[0]), t0 + 60);
+    assert_eq!(as_i64(&r[1]), t0 + 660);
+    clock.advance(10);
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    assert_eq!(as_i64(&row().await[0]), t0 + 60);
+}
+
+pub async fn per_user_limit_evicts_the_least_recently_used(db: TestDb) {
+    let clock = FakeClock::new();
+    let client = client_with_clock(&db, json!({"max_tokens_per_user": 3}), &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    at(&client).create_user("bob", PW).await.unwrap();
+    let bob = login(&client, "bob", PW).await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(login(&client, "alice", PW).await);
+        clock.advance(100);
+    }
+    // Use the oldest, so the second becomes the least recently used.
+    assert_eq!(check(&client, &tokens[0]).await, Status::Ok);
+    clock.advance(100);
+    let t4 = login(&client, "alice", PW).await;
+    assert_eq!(check(&client, &tokens[1]).await, Status::Unauthorized, "LRU evicted");
+    for t in [&tokens[0], &tokens[2], &t4, &bob] {
+        assert_eq!(check(&client, t).await, Status::Ok);
+    }
+    assert_eq!(at(&client).list_tokens("alice").await.unwrap().len(), 3);
+}
+
+pub async fn user_administration(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    let at = at(&client);
+
+    // Deactivation keeps the tokens but refuses them and logins.
+    at.deactivate_user("alice").await.unwrap();
+    let res = client.get("/auth/token/").header(auth(&token)).dispatch().await;
+    assert_eq!(body_json(res).await, json!({"detail": "User inactive or deleted."}));
+    assert_eq!(login_raw(&client, "alice", PW).await.0, Status::Unauthorized);
+    assert_eq!(db.count("advanced_token_tokens").await, 1);
+    at.activate_user("alice").await.unwrap();
+    assert_eq!(check(&client, &token).await, Status::Ok);
+
+    // A new password revokes every token.
+    let t2 = login(&client, "alice", PW).await;
+    assert_eq!(at.set_password("alice", "new password").await.unwrap(), 2);
+    assert_eq!(check(&client, &token).await, Status::Unauthorized);
+    assert_eq!(check(&client, &t2).await, Status::Unauthorized);
+    assert_eq!(login_raw(&client, "alice", PW).await.0, Status::Unauthorized);
+    let t3 = login(&client, "alice", "new password").await;
+
+    // Listing shows metadata, never tokens.
+    let users = at.list_users().await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].live_tokens, 1);
+    let listed = format!("{:?}", at.list_tokens("alice").await.unwrap());
+    assert!(!listed.contains(&t3));
+
+    // Unknown users are errors.
+    assert!(matches!(at.revoke_tokens("nobody").await, Err(rocket_advanced_token::Error::UnknownUser(_))));
+    assert!(matches!(at.deactivate_user("nobody").await, Err(rocket_advanced_token::Error::UnknownUser(_))));
+    assert!(matches!(at.create_user("alice", "x").await, Err(rocket_advanced_token::Error::UsernameTaken(_))));
+
+    // Deleting the user takes its tokens.
+    at.delete_user("alice").await.unwrap();
+    assert_eq!(check(&client, &t3).await, Status::Unauthorized);
+    assert_eq!(db.count("advanced_token_tokens").await, 0);
+    assert_eq!(db.count("advanced_token_users").await, 0);
+}
+
+pub async fn purge_expired_counts(db: TestDb) {
+    let clock = FakeClock::new();
+    let client = client_with_clock(&db, json!({"token_ttl": 100}), &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    login(&client, "alice", PW).await;
+    login(&client, "alice", PW).await;
+    clock.advance(50);
+    let fresh = login(&client, "alice", PW).await;
+    clock.advance(60);
+    assert_eq!(at(&client).purge_expired().await.unwrap(), 2);
+    assert_eq!(at(&client).purge_expired().await.unwrap(), 0);
+    assert_eq!(check(&client, &fresh).await, Status::Ok);
+    assert_eq!(at(&client).list_users().await.unwrap()[0].live_tokens, 1);
+}
+
+pub async fn revoke_all(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    at(&client).create_user("bob", PW).await.unwrap();
+    let bob = login(&client, "bob", PW).await;
+    assert_eq!(at(&client).revoke_all_tokens().await.unwrap(), 2);
+    assert_eq!(check(&client, &token).await, Status::Unauthorized);
+    assert_eq!(check(&client, &bob).await, Status::Unauthorized);
+}

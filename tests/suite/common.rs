@@ -1,0 +1,305 @@
+//! The test harness: a fresh database per test, on every backend.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use rocket::figment::Figment;
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::asynchronous::{Client, LocalResponse};
+use rocket::serde::json::Json;
+use rocket::{get, routes, Build, Rocket};
+use rocket_advanced_token::{AdvancedToken, AuthUser, Error};
+use serde_json::{json, Value};
+
+/// The database backends the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    /// The environment variable naming the server for this backend.
+    pub fn env_var(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("ADVANCED_TOKEN_TEST_POSTGRES"),
+            Backend::MySql => Some("ADVANCED_TOKEN_TEST_MYSQL"),
+        }
+    }
+}
+
+/// A database of its own for one test, removed when dropped.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    drop_sql: Option<(String, String)>,
+}
+
+fn unique_name() -> String {
+    use rand::Rng;
+    let n: u64 = rand::thread_rng().gen();
+    format!("advtok_test_{n:016x}")
+}
+
+/// Replaces the path (database name) of a server URL.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
+impl TestDb {
+    /// A fresh database, or `None` when the backend's server is not
+    /// configured (its variable unset). A configured but unreachable server
+    /// fails the test.
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/test.sqlite?mode=rwc", dir.path().display());
+                Some(TestDb { backend, url, _dir: Some(dir), drop_sql: None })
+            }
+            Backend::Postgres | Backend::MySql => {
+                let var = backend.env_var().unwrap();
+                let server = std::env::var(var).ok().filter(|v| !v.is_empty())?;
+                let name = unique_name();
+                let quoted = if backend == Backend::Postgres { format!("\"{name}\"") } else { format!("`{name}`") };
+                admin_exec(&server, &format!("CREATE DATABASE {quoted}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{var}: cannot create a test database: {e}"));
+                let drop = if backend == Backend::Postgres {
+                    format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")
+                } else {
+                    format!("DROP DATABASE IF EXISTS {quoted}")
+                };
+                Some(TestDb {
+                    backend,
+                    url: with_database(&server, &name),
+                    _dir: None,
+                    drop_sql: Some((server, drop)),
+                })
+            }
+        }
+    }
+
+    /// A figment with this database and `advanced_token` settings.
+    pub fn figment(&self, settings: Value) -> Figment {
+        base_figment()
+            .merge(("log_level", "critical"))
+            .merge(("databases.advanced_token", json!({ "url": self.url, "max_connections": 16, "connect_timeout": 5 })))
+            .merge(("advanced_token", settings))
+    }
+
+    /// Runs SQL on this test's database and returns the rows as strings.
+    pub async fn query_strings(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        use sqlx::{Column, Row, TypeInfo, ValueRef};
+        fn cell<R: Row>(row: &R, i: usize) -> Option<String>
+        where
+            usize: sqlx::ColumnIndex<R>,
+            for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            let raw = row.try_get_raw(i).ok()?;
+            if raw.is_null() {
+                return None;
+            }
+            let ty = row.columns()[i].type_info().name().to_ascii_uppercase();
+            if ty.contains("BOOL") {
+                return row.try_get::<bool, _>(i).ok().map(|b| b.to_string());
+            }
+            if let Ok(s) = row.try_get::<String, _>(i) {
+                return Some(s);
+            }
+            row.try_get::<i64, _>(i).ok().map(|n| n.to_string())
+        }
+        macro_rules! collect {
+            ($rows:expr) => {
+                $rows.iter().map(|r| (0..r.columns().len()).map(|i| cell(r, i)).collect()).collect()
+            };
+        }
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c: sqlx::SqliteConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
+                collect!(rows)
+            }
+            Backend::Postgres => {
+                let mut c: sqlx::PgConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
+                collect!(rows)
+            }
+            Backend::MySql => {
+                let mut c: sqlx::MySqlConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
+                collect!(rows)
+            }
+        }
+    }
+
+    /// Runs one statement on this test's database.
+    #[allow(dead_code)]
+    pub async fn exec(&self, sql: &str) {
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c: sqlx::SqliteConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut c: sqlx::PgConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+            Backend::MySql => {
+                let mut c: sqlx::MySqlConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
+    /// How many rows a table has.
+    pub async fn count(&self, table: &str) -> i64 {
+        let rows = self.query_strings(&format!("SELECT COUNT(*) FROM {table}")).await;
+        rows[0][0].as_ref().unwrap().parse().unwrap()
+    }
+}
+
+async fn admin_exec(server: &str, sql: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    if server.starts_with("postgres") {
+        let mut c: sqlx::PgConnection = sqlx::Connection::connect(server).await?;
+        c.execute(sql).await?;
+    } else {
+        let url = server.replacen("mariadb:", "mysql:", 1);
+        let mut c: sqlx::MySqlConnection = sqlx::Connection::connect(&url).await?;
+        c.execute(sql).await?;
+    }
+    Ok(())
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((server, sql)) = self.drop_sql.take() {
+            // Drop runs inside the test's runtime: clean up on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = rocket::tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                if let Err(e) = rt.block_on(admin_exec(&server, &sql)) {
+                    eprintln!("warning: could not drop a test database: {e}");
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// Rocket's defaults alone: not the repository's Rocket.toml, not ROCKET_*.
+pub fn base_figment() -> Figment {
+    Figment::from(rocket::Config::debug_default())
+}
+
+/// A clock the test moves by hand.
+#[derive(Clone)]
+pub struct FakeClock(pub Arc<AtomicI64>);
+
+impl FakeClock {
+    pub fn new() -> Self {
+        FakeClock(Arc::new(AtomicI64::new(1_800_000_000)))
+    }
+    pub fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+    pub fn as_fn(&self) -> Arc<dyn Fn() -> i64 + Send + Sync> {
+        let c = self.0.clone();
+        Arc::new(move || c.load(Ordering::SeqCst))
+    }
+}
+
+#[get("/hello/<_..>")]
+fn hello(user: AuthUser) -> Json<Value> {
+    Json(json!({ "username": user.username }))
+}
+
+#[get("/maybe")]
+fn maybe(user: Option<AuthUser>) -> Json<Value> {
+    Json(json!({ "username": user.map(|u| u.username) }))
+}
+
+/// Two guards on one request: with the per-request cache they see the same
+/// outcome, even when the first lookup changes the database.
+#[get("/twice")]
+fn twice(a: Result<AuthUser, Error>, b: Result<AuthUser, Error>) -> Json<Value> {
+    let show = |r: Result<AuthUser, Error>| match r {
+        Ok(u) => u.username,
+        Err(e) => e.to_string(),
+    };
+    Json(json!([show(a), show(b)]))
+}
+
+/// The app under test: the fairing, the routes at /auth, and guarded
+/// handlers at /api.
+pub fn app(figment: Figment, clock: Option<&FakeClock>) -> Rocket<Build> {
+    let fairing = match clock {
+        Some(c) => rocket::custom(figment).attach(AdvancedToken::fairing_with_clock(c.as_fn())),
+        None => rocket::custom(figment).attach(AdvancedToken::fairing()),
+    };
+    fairing
+        .mount("/auth", rocket_advanced_token::routes())
+        .mount("/api", routes![hello, maybe, twice])
+}
+
+/// A client on a fresh app over `db`, with `settings` as the
+/// `advanced_token` section.
+pub async fn client(db: &TestDb, settings: Value) -> Client {
+    Client::tracked(app(db.figment(settings), None)).await.expect("app launches")
+}
+
+/// The same, with a fake clock.
+pub async fn client_with_clock(db: &TestDb, settings: Value, clock: &FakeClock) -> Client {
+    Client::tracked(app(db.figment(settings), Some(clock))).await.expect("app launches")
+}
+
+pub fn at(client: &Client) -> &AdvancedToken {
+    client.rocket().state::<AdvancedToken>().expect("fairing attached")
+}
+
+pub async fn body_json(res: LocalResponse<'_>) -> Value {
+    let text = res.into_string().await.unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+}
+
+/// POST login/ with a JSON body; returns status and body.
+pub async fn login_raw(client: &Client, username: &str, password: &str) -> (Status, Value) {
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .body(json!({ "username": username, "password": password }).to_string())
+        .dispatch()
+        .await;
+    let status = res.status();
+    (status, body_json(res).await)
+}
+
+/// Logs in and returns the token, failing the test otherwise.
+pub async fn login(client: &Client, username: &str, password: &str) -> String {
+    let (status, body) = login_raw(client, username, password).await;
+    assert_eq!(status, Status::Ok, "{body}");
+    body["token"].as_str().expect("token").to_owned()
+}
+
+pub fn auth(token: &str) -> Header<'static> {
+    Header::new("Authorization", format!("Token {token}"))
+}
+
+/// GET /auth/token/ with a token; returns the status.
+pub async fn check(client: &Client, token: &str) -> Status {
+    client.get("/auth/token/").header(auth(token)).dispatch().await.status()
+}

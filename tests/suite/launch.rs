@@ -1,0 +1,96 @@
+//! Launch: bad configuration and a missing fairing abort it.
+
+use rocket::error::ErrorKind;
+use rocket::local::asynchronous::Client;
+use rocket::{get, routes};
+use rocket_advanced_token::{AdvancedToken, AuthUser};
+use serde_json::{json, Value};
+
+use crate::common::{app, base_figment, Backend, TestDb};
+
+async fn launch_error(figment: rocket::figment::Figment) -> rocket::Error {
+    match Client::tracked(app(figment, None)).await {
+        Ok(_) => panic!("launch should have failed"),
+        Err(e) => e,
+    }
+}
+
+fn assert_fairing_failed(e: &rocket::Error) {
+    match e.kind() {
+        ErrorKind::FailedFairings(failures) => assert_eq!(failures[0].name, "Advanced Token"),
+        other => panic!("unexpected launch error: {other:?}"),
+    }
+}
+
+#[rocket::async_test]
+async fn bad_config_aborts_launch() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let bad: [Value; 6] = [
+        json!({"bearer_prefix": ""}),
+        json!({"bearer_prefix": "To ken"}),
+        json!({"bearer_prefix": 5}),
+        json!({"token_ttl": "soon"}),
+        json!({"max_tokens_per_user": 0}),
+        json!({"no_such_key": true}),
+    ];
+    for settings in bad {
+        let e = launch_error(db.figment(settings.clone())).await;
+        assert_fairing_failed(&e);
+    }
+    // And the good defaults launch.
+    Client::tracked(app(db.figment(json!({})), None)).await.unwrap();
+}
+
+#[rocket::async_test]
+async fn bad_database_config_aborts_launch() {
+    let base = base_figment().merge(("log_level", "off"));
+    // No database at all.
+    assert_fairing_failed(&launch_error(base.clone().merge(("databases.advanced_token", json!({})))).await);
+    // A scheme we do not speak.
+    let redis = base.clone().merge(("databases.advanced_token", json!({"url": "redis://127.0.0.1/"})));
+    assert_fairing_failed(&launch_error(redis).await);
+    // Nobody listening.
+    let down = base.merge((
+        "databases.advanced_token",
+        json!({"url": "postgres://user:hunter2@127.0.0.1:1/db", "connect_timeout": 2}),
+    ));
+    assert_fairing_failed(&launch_error(down).await);
+}
+
+#[rocket::async_test]
+async fn connect_errors_name_the_key_or_host_but_not_the_password() {
+    let base = base_figment();
+    let e = AdvancedToken::connect(&base.clone().merge(("databases.advanced_token", json!({})))).await.unwrap_err();
+    assert!(e.to_string().contains("databases.advanced_token.url"), "{e}");
+    let f = base.clone().merge(("databases.advanced_token", json!({"url": "postgres://user:hunter2@127.0.0.1:1/db", "connect_timeout": 2})));
+    let e = AdvancedToken::connect(&f).await.unwrap_err().to_string();
+    assert!(e.contains("127.0.0.1:1"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    let f = base
+        .merge(("databases.advanced_token", json!({"url": "sqlite::memory:"})))
+        .merge(("advanced_token", json!({"bearer_prefix": "a b"})));
+    let e = AdvancedToken::connect(&f).await.unwrap_err().to_string();
+    assert!(e.contains("advanced_token.bearer_prefix"), "{e}");
+}
+
+#[get("/guarded")]
+fn guarded(user: AuthUser) -> String {
+    user.username
+}
+
+#[rocket::async_test]
+async fn missing_fairing_is_caught_by_sentinels() {
+    let figment = base_figment().merge(("log_level", "off"));
+    // The crate's routes alone.
+    let rocket = rocket::custom(figment.clone()).mount("/auth", rocket_advanced_token::routes());
+    match Client::tracked(rocket).await {
+        Err(e) => assert!(matches!(e.kind(), ErrorKind::SentinelAborts(_)), "{e:?}"),
+        Ok(_) => panic!("launch without the fairing should abort"),
+    }
+    // The guard in an app's own handler.
+    let rocket = rocket::custom(figment).mount("/", routes![guarded]);
+    match Client::tracked(rocket).await {
+        Err(e) => assert!(matches!(e.kind(), ErrorKind::SentinelAborts(_)), "{e:?}"),
+        Ok(_) => panic!("launch without the fairing should abort"),
+    }
+}

@@ -1,0 +1,75 @@
+//! The integration tests: one binary (one link of Rocket + sqlx).
+//!
+//! The behavioural suite (`behaviour.rs`) is instantiated once per backend.
+//! SQLite always runs; PostgreSQL and MySQL/MariaDB run when
+//! `ADVANCED_TOKEN_TEST_POSTGRES` / `ADVANCED_TOKEN_TEST_MYSQL` hold a server
+//! URL (each test creates and drops a database of its own there).
+
+mod behaviour;
+mod cli;
+mod common;
+mod launch;
+mod migrations;
+// mod openapi;
+
+/// Instantiates each named behaviour test for one backend.
+macro_rules! suite {
+    ($backend:ident: $($name:ident),* $(,)?) => {
+        $(
+            #[rocket::async_test]
+            async fn $name() {
+                match crate::common::TestDb::new(crate::common::Backend::$backend).await {
+                    Some(db) => crate::behaviour::$name(db).await,
+                    None => eprintln!(
+                        "skipped: set {} to run the {} suite",
+                        crate::common::Backend::$backend.env_var().unwrap_or("?"),
+                        stringify!($backend)
+                    ),
+                }
+            }
+        )*
+    };
+}
+
+/// The list of behaviour tests, written once.
+macro_rules! all_behaviour_tests {
+    ($backend:ident) => {
+        suite!($backend:
+            login_accepts_json_form_and_multipart,
+            login_ignores_the_authorization_header,
+            login_failures_are_indistinguishable,
+            login_validates_its_body,
+            login_body_size_is_capped,
+            token_check,
+            rotation_kills_only_the_old_token,
+            logout_deletes_every_token_of_the_user,
+            authentication_failures_follow_drf,
+            custom_prefix,
+            guard_options_and_per_request_cache,
+            unserved_methods_get_405,
+            hostile_input_never_gets_a_5xx,
+            tokens_are_stored_only_as_digests,
+            rotation_and_logout_switches,
+            rotation_lock_is_per_user,
+            tokens_expire,
+            sliding_expiry_and_its_cap,
+            last_used_is_written_at_most_once_a_minute,
+            per_user_limit_evicts_the_least_recently_used,
+            user_administration,
+            purge_expired_counts,
+            revoke_all,
+        );
+    };
+}
+
+mod sqlite {
+    all_behaviour_tests!(Sqlite);
+}
+
+mod postgres {
+    all_behaviour_tests!(Postgres);
+}
+
+mod mysql {
+    all_behaviour_tests!(MySql);
+}
