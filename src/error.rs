@@ -115,6 +115,8 @@ impl Error {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            // A connection cut mid-handshake or mid-reply.
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => Error::Unavailable,
             sqlx::Error::Database(ref db) if is_transient(db.code().as_deref()) => {
                 Error::Unavailable

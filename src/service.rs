@@ -1,8 +1,9 @@
 //! [`AdvancedToken`]: the managed state behind the guard and the routes, and
 //! the library functions the command line is built on.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocket::fairing::Fairing;
 use rocket::figment::providers::Serialized;
@@ -65,6 +66,9 @@ struct Inner {
     hasher: Hasher,
     clock: Clock,
     database: String,
+    /// The most a database call on the request path may take: the pool's
+    /// `connect_timeout`. Past it the request gets 503, never a hang.
+    db_timeout: Duration,
 }
 
 impl std::fmt::Debug for AdvancedToken {
@@ -143,6 +147,7 @@ impl AdvancedToken {
                 store,
                 clock,
                 database: url,
+                db_timeout: Duration::from_secs(db_config.connect_timeout.max(1)),
             }),
         })
     }
@@ -173,6 +178,13 @@ impl AdvancedToken {
 
     fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Runs a database call with the request-path time bound.
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        rocket::tokio::time::timeout(self.inner.db_timeout, call)
+            .await
+            .unwrap_or(Err(Error::Unavailable))
     }
 
     fn expiry_from(&self, now: i64) -> Option<i64> {
@@ -260,7 +272,7 @@ impl AdvancedToken {
     /// [`Error::LoginFailed`], after the same argon2 work.
     pub async fn login(&self, username: &str, password: &str) -> Result<String, Error> {
         let row = if username.chars().count() <= MAX_USERNAME_CHARS {
-            self.store().find_login(username).await?
+            self.bounded(self.store().find_login(username)).await?
         } else {
             None
         };
@@ -280,15 +292,14 @@ impl AdvancedToken {
     pub async fn issue_token(&self, user_id: i64) -> Result<String, Error> {
         let token = token::generate();
         let now = self.now();
-        self.store()
-            .insert_token(
-                user_id,
-                &token::digest(&token),
-                now,
-                self.expiry_from(now),
-                self.config().max_tokens_per_user,
-            )
-            .await?;
+        self.bounded(self.store().insert_token(
+            user_id,
+            &token::digest(&token),
+            now,
+            self.expiry_from(now),
+            self.config().max_tokens_per_user,
+        ))
+        .await?;
         Ok(token)
     }
 
@@ -300,17 +311,21 @@ impl AdvancedToken {
             return Err(Error::InvalidToken);
         }
         let digest = token::digest(token);
-        let row = self.store().find_token(&digest).await?.ok_or(Error::InvalidToken)?;
+        let row = self
+            .bounded(self.store().find_token(&digest))
+            .await?
+            .ok_or(Error::InvalidToken)?;
         let now = self.now();
         if row.expires_at.is_some_and(|at| at <= now) {
-            self.store().delete_token(row.token_id).await?;
+            self.bounded(self.store().delete_token(row.token_id)).await?;
             return Err(Error::TokenExpired);
         }
         if !row.is_active {
             return Err(Error::UserInactive);
         }
         if let Some(touch) = self.touch(&row, now) {
-            self.store().touch_token(row.token_id, now, touch).await?;
+            self.bounded(self.store().touch_token(row.token_id, now, touch))
+                .await?;
         }
         Ok(AuthUser {
             id: row.user_id,
@@ -355,8 +370,13 @@ impl AdvancedToken {
         let token = token::generate();
         let now = self.now();
         let rotated = self
-            .store()
-            .rotate_token(user.token_id, &user.digest, &token::digest(&token), now, self.expiry_from(now))
+            .bounded(self.store().rotate_token(
+                user.token_id,
+                &user.digest,
+                &token::digest(&token),
+                now,
+                self.expiry_from(now),
+            ))
             .await?;
         if rotated {
             Ok(token)
@@ -371,7 +391,7 @@ impl AdvancedToken {
         if !self.config().allow_logout {
             return Err(Error::Disabled("Logout is disabled."));
         }
-        self.store().delete_user_tokens(user.id).await
+        self.bounded(self.store().delete_user_tokens(user.id)).await
     }
 
     /// Deletes all tokens of one user. Returns how many.

@@ -609,3 +609,130 @@ pub async fn revoke_all(db: TestDb) {
     assert_eq!(check(&client, &token).await, Status::Unauthorized);
     assert_eq!(check(&client, &bob).await, Status::Unauthorized);
 }
+
+// ----- issue 4: concurrency and several instances -----------------------------------
+
+use std::sync::Arc;
+
+async fn spawn_login(client: &Arc<Client>, user: &'static str) -> rocket::tokio::task::JoinHandle<(Status, Option<String>)> {
+    let c = client.clone();
+    rocket::tokio::spawn(async move {
+        let res = c
+            .post("/auth/login/")
+            .header(ContentType::JSON)
+            .body(json!({"username": user, "password": PW}).to_string())
+            .dispatch()
+            .await;
+        let status = res.status();
+        let body: Value = serde_json::from_str(&res.into_string().await.unwrap_or_default()).unwrap_or(Value::Null);
+        (status, body["token"].as_str().map(str::to_owned))
+    })
+}
+
+pub async fn concurrent_logins_all_succeed(db: TestDb) {
+    let client = Arc::new(client(&db, json!({"max_tokens_per_user": 1000})).await);
+    at(&client).create_user("alice", PW).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        tasks.push(spawn_login(&client, "alice").await);
+    }
+    let mut tokens = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, token) = t.await.unwrap();
+        assert_eq!(status, Status::Ok);
+        tokens.insert(token.unwrap());
+    }
+    assert_eq!(tokens.len(), 100, "every token is distinct");
+    for t in &tokens {
+        assert_eq!(check(&client, t).await, Status::Ok);
+    }
+    assert_eq!(db.count("advanced_token_tokens").await, 100);
+}
+
+pub async fn concurrent_rotations_have_one_winner(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    let client = Arc::new(client);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let c = client.clone();
+        let t = token.clone();
+        tasks.push(rocket::tokio::spawn(async move {
+            let res = c.put("/auth/token/").header(auth(&t)).dispatch().await;
+            let status = res.status();
+            let body: Value = serde_json::from_str(&res.into_string().await.unwrap_or_default()).unwrap_or(Value::Null);
+            (status, body["token"].as_str().map(str::to_owned))
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (status, new) = t.await.unwrap();
+        match status {
+            Status::Ok => winners.push(new.unwrap()),
+            Status::Unauthorized => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one rotation wins");
+    assert_eq!(check(&client, &winners[0]).await, Status::Ok);
+    assert_eq!(check(&client, &token).await, Status::Unauthorized);
+    assert_eq!(db.count("advanced_token_tokens").await, 1, "never two live successors");
+}
+
+pub async fn logout_racing_logins(db: TestDb) {
+    let (client, first) = alice(&db, json!({"max_tokens_per_user": 1000})).await;
+    let client = Arc::new(client);
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        tasks.push(spawn_login(&client, "alice").await);
+    }
+    // Let some logins finish, then log out while the rest are in flight.
+    let mut before = vec![first];
+    let mut pending = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if i < 10 {
+            let (status, token) = t.await.unwrap();
+            assert_eq!(status, Status::Ok);
+            before.push(token.unwrap());
+        } else {
+            pending.push(t);
+        }
+    }
+    let res = client.post("/auth/logout/").header(auth(&before[1])).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    for t in pending {
+        let (status, _) = t.await.unwrap();
+        assert_eq!(status, Status::Ok, "no login fails or gets a 5xx");
+    }
+    for t in &before {
+        assert_eq!(check(&client, t).await, Status::Unauthorized, "a token issued before logout still works");
+    }
+}
+
+pub async fn two_instances_share_one_database(db: TestDb) {
+    let a = client(&db, json!({})).await;
+    let b = client(&db, json!({})).await;
+    at(&a).create_user("alice", PW).await.unwrap();
+
+    // Issued by A, works on B; logout on B kills it on A.
+    let t1 = login(&a, "alice", PW).await;
+    assert_eq!(check(&b, &t1).await, Status::Ok);
+    let res = b.get("/auth/logout/").header(auth(&t1)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(check(&a, &t1).await, Status::Unauthorized);
+
+    // Rotation on A kills the old token on B.
+    let t2 = login(&b, "alice", PW).await;
+    let res = a.put("/auth/token/").header(auth(&t2)).dispatch().await;
+    let t3 = body_json(res).await["token"].as_str().unwrap().to_owned();
+    assert_eq!(check(&b, &t2).await, Status::Unauthorized);
+    assert_eq!(check(&b, &t3).await, Status::Ok);
+
+    // The command line's revoke-all-tokens is seen by both.
+    let t4 = login(&a, "alice", PW).await;
+    crate::cli::run_cli_ok(&db, &["revoke-all-tokens", "--force"]);
+    for c in [&a, &b] {
+        for t in [&t3, &t4] {
+            assert_eq!(check(c, t).await, Status::Unauthorized);
+        }
+    }
+}

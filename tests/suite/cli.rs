@@ -37,6 +37,11 @@ fn cli(db: &TestDb, settings: &str, args: &[&str], stdin: Option<&str>) -> Run {
     }
 }
 
+/// Runs a command on `db` and fails the test unless it succeeds.
+pub fn run_cli_ok(db: &TestDb, args: &[&str]) -> String {
+    ok(cli(db, "{}", args, None))
+}
+
 fn ok(run: Run) -> String {
     assert_eq!(run.code, 0, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
     run.stdout

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod launch;
 mod migrations;
+mod reliability;
 // mod openapi;
 
 /// Instantiates each named behaviour test for one backend.
@@ -58,6 +59,10 @@ macro_rules! all_behaviour_tests {
             user_administration,
             purge_expired_counts,
             revoke_all,
+            concurrent_logins_all_succeed,
+            concurrent_rotations_have_one_winner,
+            logout_racing_logins,
+            two_instances_share_one_database,
         );
     };
 }
