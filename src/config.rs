@@ -96,6 +96,32 @@ pub struct Config {
     ///
     /// _Default:_ `25`.
     pub max_tokens_per_user: u32,
+
+    /// Whether failed logins are throttled. When on, a username with
+    /// `login_max_failures` failures, or a client IP with
+    /// `login_max_failures_per_ip`, within `login_failure_window`, gets 429
+    /// with `Retry-After` (and no password check) until the oldest failure
+    /// leaves the window. Counters live in the database, so the limit holds
+    /// across instances. The IP is Rocket's `client_ip()`, which honours its
+    /// `ip_header` setting (default `X-Real-IP`) behind a proxy.
+    ///
+    /// _Default:_ `true`.
+    pub login_throttle: bool,
+
+    /// Failed logins allowed per username within the window.
+    ///
+    /// _Default:_ `5`.
+    pub login_max_failures: u32,
+
+    /// Failed logins allowed per client IP within the window.
+    ///
+    /// _Default:_ `50`.
+    pub login_max_failures_per_ip: u32,
+
+    /// The throttling window, in seconds.
+    ///
+    /// _Default:_ `900`.
+    pub login_failure_window: u64,
 }
 
 impl Default for Config {
@@ -110,6 +136,10 @@ impl Default for Config {
             token_ttl_sliding: false,
             token_max_lifetime: None,
             max_tokens_per_user: 25,
+            login_throttle: true,
+            login_max_failures: 5,
+            login_max_failures_per_ip: 50,
+            login_failure_window: 900,
         }
     }
 }
@@ -193,8 +223,15 @@ impl Config {
                 ));
             }
         }
-        if self.max_tokens_per_user == 0 {
-            return Err(format!("{}: must be at least 1", key("max_tokens_per_user")));
+        for (name, value) in [
+            ("max_tokens_per_user", u64::from(self.max_tokens_per_user)),
+            ("login_max_failures", u64::from(self.login_max_failures)),
+            ("login_max_failures_per_ip", u64::from(self.login_max_failures_per_ip)),
+            ("login_failure_window", self.login_failure_window),
+        ] {
+            if value == 0 {
+                return Err(format!("{}: must be at least 1", key(name)));
+            }
         }
         Ok(())
     }

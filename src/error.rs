@@ -52,6 +52,9 @@ pub enum Error {
     MethodNotAllowed(&'static str),
     /// A feature switched off by configuration or by an administrator (405).
     Disabled(&'static str),
+    /// Too many failed logins for this username or client IP (429). Holds
+    /// the seconds until the next attempt is allowed (`Retry-After`).
+    Throttled(u64),
     /// The database did not answer in time or is unreachable (503).
     Unavailable,
     /// A username that is already taken (409 when returned by a handler).
@@ -85,6 +88,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Error::PayloadTooLarge => Status::PayloadTooLarge,
             Error::MethodNotAllowed(_) | Error::Disabled(_) => Status::MethodNotAllowed,
+            Error::Throttled(_) => Status::TooManyRequests,
             Error::Unavailable => Status::ServiceUnavailable,
             Error::UsernameTaken(_) => Status::Conflict,
             Error::UnknownUser(_) => Status::NotFound,
@@ -168,6 +172,9 @@ impl fmt::Display for Error {
             Error::PayloadTooLarge => f.write_str("Request body is too large."),
             Error::MethodNotAllowed(_) => f.write_str("Method not allowed."),
             Error::Disabled(what) => f.write_str(what),
+            Error::Throttled(_) => {
+                f.write_str("Too many failed login attempts. Try again later.")
+            }
             Error::Unavailable => {
                 f.write_str("The authentication database is unavailable. Try again later.")
             }
@@ -197,6 +204,9 @@ impl<'r> Responder<'r, 'static> for Error {
         }
         if let Error::MethodNotAllowed(allow) = self {
             res.header(Header::new("Allow", allow));
+        }
+        if let Error::Throttled(secs) = self {
+            res.header(Header::new("Retry-After", secs.max(1).to_string()));
         }
         res.ok()
     }

@@ -1,5 +1,6 @@
 //! Password hashing with argon2id, off the async runtime and bounded.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
@@ -19,6 +20,8 @@ use crate::Error;
 #[derive(Clone)]
 pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
+    /// argon2 operations started, for tests that prove one did not run.
+    operations: Arc<AtomicU64>,
 }
 
 /// A hash of a password nobody has, verified when the username is unknown so
@@ -53,6 +56,7 @@ impl Hasher {
         let _ = dummy_hash();
         Hasher {
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            operations: Arc::default(),
         }
     }
 
@@ -66,9 +70,14 @@ impl Hasher {
             .acquire()
             .await
             .map_err(|_| Error::Unavailable)?;
+        self.operations.fetch_add(1, Ordering::Relaxed);
         spawn_blocking(f)
             .await
             .map_err(|e| Error::Database(format!("password hashing task failed: {e}")))
+    }
+
+    pub(crate) fn operations(&self) -> u64 {
+        self.operations.load(Ordering::Relaxed)
     }
 
     /// The PHC string of `password`.

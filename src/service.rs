@@ -2,6 +2,8 @@
 //! the library functions the command line is built on.
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -69,7 +71,12 @@ struct Inner {
     /// The most a database call on the request path may take: the pool's
     /// `connect_timeout`. Past it the request gets 503, never a hang.
     db_timeout: Duration,
+    /// When this process last pruned old login failures.
+    last_prune: AtomicI64,
 }
+
+/// How often (seconds) a process prunes login failures that left the window.
+const PRUNE_INTERVAL: i64 = 60;
 
 impl std::fmt::Debug for AdvancedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,6 +155,7 @@ impl AdvancedToken {
                 clock,
                 database: url,
                 db_timeout: Duration::from_secs(db_config.connect_timeout.max(1)),
+                last_prune: AtomicI64::new(0),
             }),
         })
     }
@@ -269,8 +277,67 @@ impl AdvancedToken {
     /// logout, up to `max_tokens_per_user`.
     ///
     /// Unknown user, wrong password and inactive user all give
-    /// [`Error::LoginFailed`], after the same argon2 work.
+    /// [`Error::LoginFailed`], after the same argon2 work. With
+    /// `login_throttle` on, failures are counted per username and the call
+    /// gives [`Error::Throttled`] past the limit; use
+    /// [`AdvancedToken::login_from()`] to count per client IP as well.
     pub async fn login(&self, username: &str, password: &str) -> Result<String, Error> {
+        self.login_from(username, password, None).await
+    }
+
+    /// [`AdvancedToken::login()`] for a request from `ip`: failures also
+    /// count against the IP's limit. This is what `POST login/` calls, with
+    /// Rocket's `client_ip()`.
+    pub async fn login_from(&self, username: &str, password: &str, ip: Option<IpAddr>) -> Result<String, Error> {
+        let cfg = self.config();
+        if !cfg.login_throttle {
+            return self.check_password_and_issue(username, password).await;
+        }
+        let user_key = token::digest(username);
+        let ip_key = ip.map(|ip| ip.to_canonical().to_string());
+        let now = self.now();
+        let window = cfg.login_failure_window as i64;
+        let (by_user, by_ip) = self
+            .bounded(self.store().login_failures(&user_key, ip_key.as_deref().unwrap_or(""), now - window))
+            .await?;
+        let mut retry_after = 0;
+        if by_user.count >= i64::from(cfg.login_max_failures) {
+            retry_after = retry_after.max(by_user.oldest.unwrap_or(now) + window - now);
+        }
+        if ip_key.is_some() && by_ip.count >= i64::from(cfg.login_max_failures_per_ip) {
+            retry_after = retry_after.max(by_ip.oldest.unwrap_or(now) + window - now);
+        }
+        if retry_after > 0 {
+            return Err(Error::Throttled(retry_after as u64));
+        }
+        match self.check_password_and_issue(username, password).await {
+            Err(Error::LoginFailed) => {
+                let now = self.now();
+                self.bounded(self.store().record_login_failure(&user_key, ip_key.as_deref(), now))
+                    .await?;
+                let last = self.inner.last_prune.load(Ordering::Relaxed);
+                if now - last >= PRUNE_INTERVAL
+                    && self
+                        .inner
+                        .last_prune
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    self.bounded(self.store().prune_login_failures(now - window)).await?;
+                }
+                Err(Error::LoginFailed)
+            }
+            Ok(token) => {
+                if by_user.count > 0 {
+                    self.bounded(self.store().clear_user_failures(&user_key)).await?;
+                }
+                Ok(token)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    async fn check_password_and_issue(&self, username: &str, password: &str) -> Result<String, Error> {
         let row = if username.chars().count() <= MAX_USERNAME_CHARS {
             self.bounded(self.store().find_login(username)).await?
         } else {
@@ -285,6 +352,12 @@ impl AdvancedToken {
             Some(id) if ok && active => self.issue_token(id).await,
             _ => Err(Error::LoginFailed),
         }
+    }
+
+    /// How many argon2 operations this process has started (for tests).
+    #[doc(hidden)]
+    pub fn password_operations(&self) -> u64 {
+        self.inner.hasher.operations()
     }
 
     /// Issues a new token for a user id, without a password: for apps that

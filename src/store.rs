@@ -346,13 +346,22 @@ struct Migration {
 /// table, `advanced_token_migrations`, never in sqlx's `_sqlx_migrations`,
 /// so the host app's own sqlx migrations on the same database are left alone
 /// (and leave us alone), whichever runs first.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "create tables",
-    sqlite: include_str!("../migrations/sqlite/0001_create_tables.sql"),
-    postgres: include_str!("../migrations/postgres/0001_create_tables.sql"),
-    mysql: include_str!("../migrations/mysql/0001_create_tables.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "create tables",
+        sqlite: include_str!("../migrations/sqlite/0001_create_tables.sql"),
+        postgres: include_str!("../migrations/postgres/0001_create_tables.sql"),
+        mysql: include_str!("../migrations/mysql/0001_create_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "login failures",
+        sqlite: include_str!("../migrations/sqlite/0002_login_failures.sql"),
+        postgres: include_str!("../migrations/postgres/0002_login_failures.sql"),
+        mysql: include_str!("../migrations/mysql/0002_login_failures.sql"),
+    },
+];
 
 /// The crate's tables, reached through [`DbPool`].
 #[derive(Debug, Clone)]
@@ -466,20 +475,42 @@ impl Store {
 
     // ----- users -----------------------------------------------------------
 
+    /// Inserts a user. A taken username is reported by the database's
+    /// unique index, never by a check-then-insert race. SQLite and
+    /// PostgreSQL use `ON CONFLICT DO NOTHING` rather than a failing INSERT:
+    /// sqlx 0.7's SQLite driver was seen to re-run a statement that failed
+    /// with a constraint violation once the connection was next used.
     pub(crate) async fn create_user(&self, username: &str, hash: &str, now: i64) -> Result<i64, Error> {
-        let inserted = on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("INSERT INTO advanced_token_users (username, password_hash, is_active, rotation_locked, created_at) VALUES ($1, $2, TRUE, FALSE, $3)"))
-                .bind(username)
-                .bind(hash)
-                .bind(now)
-                .execute(p)
-                .await
-                .map(|_| ())
-        });
-        match inserted {
-            Ok(()) => {}
-            Err(e) if is_unique_violation(&e) => return Err(Error::UsernameTaken(username.to_owned())),
-            Err(e) => return Err(e.into()),
+        let inserted = match &self.pool {
+            #[cfg(feature = "mysql")]
+            DbPool::MySql(p) => {
+                match sqlx::query("INSERT INTO advanced_token_users (username, password_hash, is_active, rotation_locked, created_at) VALUES (?, ?, TRUE, FALSE, ?)")
+                    .bind(username)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(p)
+                    .await
+                {
+                    Ok(_) => true,
+                    Err(e) if is_unique_violation(&e) => false,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            #[allow(unreachable_patterns)]
+            pool => on_pool!(pool, |p, q| {
+                sqlx::query(&q("INSERT INTO advanced_token_users (username, password_hash, is_active, rotation_locked, created_at) \
+                    VALUES ($1, $2, TRUE, FALSE, $3) ON CONFLICT (username) DO NOTHING"))
+                    .bind(username)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+                    == 1
+            }),
+        };
+        if !inserted {
+            return Err(Error::UsernameTaken(username.to_owned()));
         }
         self.user_id(username).await?.ok_or_else(|| Error::UnknownUser(username.to_owned()))
     }
@@ -759,6 +790,94 @@ impl Store {
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?
+        }))
+    }
+}
+
+/// Failed logins within the throttling window, for one scope.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failures {
+    pub count: i64,
+    pub oldest: Option<i64>,
+}
+
+impl Store {
+    // ----- login throttling ------------------------------------------------
+
+    /// Failures since `since` for a username digest and a client IP.
+    pub(crate) async fn login_failures(
+        &self,
+        user: &str,
+        ip: &str,
+        since: i64,
+    ) -> Result<(Failures, Failures), Error> {
+        let rows: Vec<(String, i64, Option<i64>)> = on_pool!(&self.pool, |p, q| {
+            sqlx::query_as(&q("SELECT 'user', COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
+                WHERE scope = 'user' AND subject = $1 AND failed_at > $2 \
+                UNION ALL \
+                SELECT 'ip', COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
+                WHERE scope = 'ip' AND subject = $3 AND failed_at > $4"))
+                .bind(user)
+                .bind(since)
+                .bind(ip)
+                .bind(since)
+                .fetch_all(p)
+                .await?
+        });
+        let mut out = (Failures::default(), Failures::default());
+        for (scope, count, oldest) in rows {
+            let f = Failures { count, oldest };
+            if scope == "user" {
+                out.0 = f;
+            } else {
+                out.1 = f;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records one failed login for a username digest and, if known, an IP.
+    pub(crate) async fn record_login_failure(&self, user: &str, ip: Option<&str>, now: i64) -> Result<(), Error> {
+        on_pool!(&self.pool, |p, q| {
+            match ip {
+                Some(ip) => sqlx::query(&q("INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+                    VALUES ('user', $1, $2), ('ip', $3, $4)"))
+                    .bind(user)
+                    .bind(now)
+                    .bind(ip)
+                    .bind(now)
+                    .execute(p)
+                    .await?,
+                None => sqlx::query(&q("INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+                    VALUES ('user', $1, $2)"))
+                    .bind(user)
+                    .bind(now)
+                    .execute(p)
+                    .await?,
+            };
+        });
+        Ok(())
+    }
+
+    /// Forgets a username's failures (after a successful login).
+    pub(crate) async fn clear_user_failures(&self, user: &str) -> Result<(), Error> {
+        on_pool!(&self.pool, |p, q| {
+            sqlx::query(&q("DELETE FROM advanced_token_login_failures WHERE scope = 'user' AND subject = $1"))
+                .bind(user)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Deletes failures that have left every window.
+    pub(crate) async fn prune_login_failures(&self, before: i64) -> Result<u64, Error> {
+        Ok(on_pool!(&self.pool, |p, q| {
+            sqlx::query(&q("DELETE FROM advanced_token_login_failures WHERE failed_at <= $1"))
+                .bind(before)
+                .execute(p)
+                .await?
+                .rows_affected()
         }))
     }
 }

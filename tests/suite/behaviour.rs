@@ -736,3 +736,122 @@ pub async fn two_instances_share_one_database(db: TestDb) {
         }
     }
 }
+
+// ----- issue 5: login throttling ---------------------------------------------------
+
+async fn login_as(client: &Client, user: &str, pw: &str, ip: Option<&str>) -> (Status, Option<String>, Vec<u8>) {
+    let mut req = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .body(json!({"username": user, "password": pw}).to_string());
+    if let Some(ip) = ip {
+        req = req.remote(format!("{ip}:40000").parse().unwrap());
+    }
+    let res = req.dispatch().await;
+    let status = res.status();
+    let retry = res.headers().get_one("Retry-After").map(str::to_owned);
+    (status, retry, res.into_bytes().await.unwrap_or_default())
+}
+
+pub async fn throttling_per_username(db: TestDb) {
+    let clock = FakeClock::new();
+    let client = client_with_clock(&db, json!({"login_failure_window": 600}), &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let first = clock.now();
+    for i in 0..5 {
+        let (status, _, _) = login_as(&client, "alice", "wrong", Some("10.0.0.1")).await;
+        assert_eq!(status, Status::Unauthorized, "failure {i}");
+        clock.advance(10);
+    }
+    // The sixth attempt is refused without a password check, even with the
+    // right password and from another IP.
+    let before = at(&client).password_operations();
+    let (status, retry, body) = login_as(&client, "alice", PW, Some("10.0.0.2")).await;
+    assert_eq!(status, Status::TooManyRequests);
+    assert_eq!(at(&client).password_operations(), before, "argon2 ran for a throttled login");
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body, json!({"detail": "Too many failed login attempts. Try again later."}));
+    let retry: i64 = retry.expect("Retry-After").parse().unwrap();
+    assert_eq!(retry, first + 600 - clock.now());
+
+    // An unknown username is throttled the same way, byte for byte.
+    for _ in 0..5 {
+        login_as(&client, "ghost", "wrong", None).await;
+    }
+    let (s1, _, b1) = login_as(&client, "ghost", "wrong", None).await;
+    let (s2, _, b2) = login_as(&client, "alice", "wrong", None).await;
+    assert_eq!((s1, &b1), (s2, &b2));
+
+    // Other users are not affected; the lockout ends with the window.
+    at(&client).create_user("bob", PW).await.unwrap();
+    login(&client, "bob", PW).await;
+    clock.advance(retry);
+    login(&client, "alice", PW).await;
+}
+
+pub async fn success_clears_the_username_counter(db: TestDb) {
+    let client = client(&db, json!({})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(login_as(&client, "alice", "wrong", None).await.0, Status::Unauthorized);
+    }
+    login(&client, "alice", PW).await;
+    for _ in 0..4 {
+        assert_eq!(login_as(&client, "alice", "wrong", None).await.0, Status::Unauthorized);
+    }
+    login(&client, "alice", PW).await;
+}
+
+pub async fn throttling_per_ip(db: TestDb) {
+    let client = client(&db, json!({"login_max_failures_per_ip": 8})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    for i in 0..8 {
+        let (status, _, _) = login_as(&client, &format!("user{i}"), "x", Some("192.0.2.7")).await;
+        assert_eq!(status, Status::Unauthorized);
+    }
+    let (status, retry, _) = login_as(&client, "alice", PW, Some("192.0.2.7")).await;
+    assert_eq!(status, Status::TooManyRequests);
+    assert!(retry.unwrap().parse::<u64>().unwrap() > 0);
+    // Another client is unaffected.
+    assert_eq!(login_as(&client, "alice", PW, Some("192.0.2.8")).await.0, Status::Ok);
+    // Behind a proxy, Rocket's ip_header (X-Real-IP by default) names the client.
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .header(Header::new("X-Real-IP", "192.0.2.7"))
+        .remote("127.0.0.1:4000".parse().unwrap())
+        .body(json!({"username": "alice", "password": PW}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .header(Header::new("X-Real-IP", "198.51.100.1"))
+        .remote("127.0.0.1:4000".parse().unwrap())
+        .body(json!({"username": "alice", "password": PW}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+}
+
+pub async fn throttling_can_be_turned_off(db: TestDb) {
+    let client = client(&db, json!({"login_throttle": false, "login_max_failures": 1})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(login_as(&client, "alice", "wrong", Some("10.1.1.1")).await.0, Status::Unauthorized);
+    }
+    assert_eq!(login_as(&client, "alice", PW, Some("10.1.1.1")).await.0, Status::Ok);
+    assert_eq!(db.count("advanced_token_login_failures").await, 0);
+}
+
+pub async fn throttling_holds_across_instances(db: TestDb) {
+    let a = client(&db, json!({"login_max_failures": 3})).await;
+    let b = client(&db, json!({"login_max_failures": 3})).await;
+    at(&a).create_user("alice", PW).await.unwrap();
+    for c in [&a, &b, &a] {
+        assert_eq!(login_as(c, "alice", "wrong", None).await.0, Status::Unauthorized);
+    }
+    assert_eq!(login_as(&b, "alice", PW, None).await.0, Status::TooManyRequests);
+    assert_eq!(login_as(&a, "alice", PW, None).await.0, Status::TooManyRequests);
+}

@@ -63,6 +63,11 @@ macro_rules! all_behaviour_tests {
             concurrent_rotations_have_one_winner,
             logout_racing_logins,
             two_instances_share_one_database,
+            throttling_per_username,
+            success_clears_the_username_counter,
+            throttling_per_ip,
+            throttling_can_be_turned_off,
+            throttling_holds_across_instances,
         );
     };
 }

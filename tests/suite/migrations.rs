@@ -63,7 +63,8 @@ async fn both_orders(backend: Backend) {
     app_migrations(dir.path(), &db).await;
     launch_and_use(&db).await;
     assert_eq!(db.count("_sqlx_migrations").await, 1);
-    assert_eq!(db.count("advanced_token_migrations").await, 1);
+    let ours = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    assert_eq!(db.count("advanced_token_migrations").await, ours as i64);
 }
 
 #[rocket::async_test]
