@@ -1,10 +1,10 @@
 //! Password hashing with argon2id, off the async runtime and bounded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
 use rocket::tokio::sync::Semaphore;
 use rocket::tokio::task::spawn_blocking;
@@ -12,39 +12,87 @@ use rocket::tokio::task::spawn_blocking;
 use crate::Error;
 
 /// Runs argon2id (the `argon2` crate's defaults, which are OWASP's: 19 MiB,
-/// 2 iterations, 1 lane) in `spawn_blocking`, at most `permits` at a time.
+/// 2 iterations, 1 lane) in `spawn_blocking`, at most `permits` at a time,
+/// each in one of `permits` preallocated 19 MiB work areas.
 ///
-/// The semaphore is what keeps a flood of logins from exhausting memory (each
-/// hash takes 19 MiB) or the blocking pool: waiting logins are parked tasks,
-/// not threads.
+/// The semaphore keeps a flood of logins from occupying the blocking pool:
+/// waiting logins are parked tasks, not threads. The reused work areas keep
+/// memory at `permits × 19 MiB` however many threads the blocking pool has
+/// used: allocating 19 MiB per hash leaves freed memory cached in each
+/// thread's malloc arena, and a flood was measured to grow the server by
+/// hundreds of MiB that way.
 #[derive(Clone)]
 pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
+    /// Work areas not in use; never more than `permits` exist.
+    areas: Arc<Mutex<Vec<Vec<Block>>>>,
     /// argon2 operations started, for tests that prove one did not run.
     operations: Arc<AtomicU64>,
+}
+
+fn context() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
 }
 
 /// A hash of a password nobody has, verified when the username is unknown so
 /// that unknown users cost the same time as known ones.
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| hash_blocking("advanced-token timing equaliser").expect("argon2 hash"))
+    DUMMY.get_or_init(|| {
+        let mut area = vec![Block::default(); Params::default().block_count()];
+        hash_in(b"advanced-token timing equaliser", &mut area).expect("argon2 hash")
+    })
 }
 
-fn hash_blocking(password: &str) -> Result<String, argon2::password_hash::Error> {
+/// The PHC string of `password`, computed in `area`.
+fn hash_in(password: &[u8], area: &mut [Block]) -> Result<String, argon2::password_hash::Error> {
     let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf)?;
+    let mut out = [0u8; 32];
+    let params = Params::default();
+    context().hash_password_into_with_memory(password, salt_bytes, &mut out, &mut area[..params.block_count()])?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out)?),
+    };
+    Ok(phc.to_string())
 }
 
-fn verify_blocking(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => {
-            log::error!("advanced_token: a stored password hash is not a valid PHC string");
+/// Whether `password` matches the PHC string `phc`, computed in `area` (or
+/// in a fresh allocation if the stored parameters need more memory).
+fn verify_in(password: &[u8], phc: &str, area: &mut [Block]) -> bool {
+    let mut check = || -> Result<bool, argon2::password_hash::Error> {
+        let parsed = PasswordHash::new(phc)?;
+        let algorithm = Algorithm::try_from(parsed.algorithm)?;
+        let version = match parsed.version {
+            Some(v) => Version::try_from(v)?,
+            None => Version::default(),
+        };
+        let params = Params::try_from(&parsed)?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Err(argon2::password_hash::Error::PhcStringField);
+        };
+        let mut salt_buf = [0u8; 64];
+        let salt = salt.decode_b64(&mut salt_buf)?;
+        let mut out = vec![0u8; expected.len()];
+        let need = params.block_count();
+        let ctx = Argon2::new(algorithm, version, params);
+        if area.len() >= need {
+            ctx.hash_password_into_with_memory(password, salt, &mut out, &mut area[..need])?;
+        } else {
+            ctx.hash_password_into(password, salt, &mut out)?;
+        }
+        // `Output`'s equality is constant-time.
+        Ok(Output::new(&out)? == expected)
+    };
+    match check() {
+        Ok(matches) => matches,
+        Err(e) => {
+            log::error!("advanced_token: a stored password hash cannot be checked: {e}");
             false
         }
     }
@@ -56,24 +104,30 @@ impl Hasher {
         let _ = dummy_hash();
         Hasher {
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            areas: Arc::default(),
             operations: Arc::default(),
         }
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T, Error>
     where
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&mut [Block]) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Unavailable)?;
+        let _permit = self.permits.acquire().await.map_err(|_| Error::Unavailable)?;
         self.operations.fetch_add(1, Ordering::Relaxed);
-        spawn_blocking(f)
-            .await
-            .map_err(|e| Error::Database(format!("password hashing task failed: {e}")))
+        let area = self.areas.lock().map(|mut a| a.pop()).unwrap_or(None);
+        let areas = self.areas.clone();
+        spawn_blocking(move || {
+            let mut area = area.unwrap_or_else(|| vec![Block::default(); Params::default().block_count()]);
+            let result = f(&mut area);
+            if let Ok(mut free) = areas.lock() {
+                free.push(area);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Database(format!("password hashing task failed: {e}")))
     }
 
     pub(crate) fn operations(&self) -> u64 {
@@ -82,7 +136,7 @@ impl Hasher {
 
     /// The PHC string of `password`.
     pub(crate) async fn hash(&self, password: String) -> Result<String, Error> {
-        self.run(move || hash_blocking(&password))
+        self.run(move |area| hash_in(password.as_bytes(), area))
             .await?
             .map_err(|e| Error::InvalidInput(format!("cannot hash this password: {e}")))
     }
@@ -91,10 +145,10 @@ impl Hasher {
     /// verifies against a dummy hash and returns `false`, taking the same
     /// time as a real check.
     pub(crate) async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, Error> {
-        self.run(move || match phc {
-            Some(phc) => verify_blocking(&password, &phc),
+        self.run(move |area| match phc {
+            Some(phc) => verify_in(password.as_bytes(), &phc, area),
             None => {
-                let _ = verify_blocking(&password, dummy_hash());
+                let _ = verify_in(password.as_bytes(), dummy_hash(), area);
                 false
             }
         })
@@ -105,6 +159,7 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
     #[rocket::async_test]
     async fn hash_then_verify() {
@@ -115,5 +170,24 @@ mod tests {
         assert!(!h.verify("wrong".into(), Some(phc)).await.unwrap());
         assert!(!h.verify("correct horse".into(), None).await.unwrap());
         assert!(!h.verify("x".into(), Some("not a phc".into())).await.unwrap());
+    }
+
+    #[rocket::async_test]
+    async fn compatible_with_the_argon2_crate() {
+        let h = Hasher::new(1);
+        // Ours verifies with the crate's verifier...
+        let ours = h.hash("pw".into()).await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(Argon2::default().verify_password(b"pw", &parsed).is_ok());
+        // ...and the crate's hashes, with other parameters too, verify with ours.
+        let salt = SaltString::generate(&mut OsRng);
+        let theirs = Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
+        assert!(h.verify("pw".into(), Some(theirs)).await.unwrap());
+        let big = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(32768, 1, 1, None).unwrap());
+        let bigger = big.hash_password(b"pw", &salt).unwrap().to_string();
+        assert!(h.verify("pw".into(), Some(bigger.clone())).await.unwrap());
+        assert!(!h.verify("pW".into(), Some(bigger)).await.unwrap());
+        // Only one work area was ever made for one permit.
+        assert_eq!(h.areas.lock().unwrap().len(), 1);
     }
 }
