@@ -31,7 +31,7 @@ pub(crate) const SECTION: &str = "advanced_token";
 ///
 /// A value of the wrong type or out of range aborts launch with a message
 /// naming the key, e.g. `advanced_token.bearer_prefix: must not be empty`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
@@ -122,6 +122,29 @@ pub struct Config {
     ///
     /// _Default:_ `900`.
     pub login_failure_window: u64,
+
+    /// Whether to keep verified tokens in an in-process cache, so the common
+    /// guarded request needs no database query. Revocations made by this
+    /// process evict at once; revocations made elsewhere (another instance,
+    /// the command line) take effect within `token_cache_poll`. Expiry,
+    /// sliding renewal and `last_used` keep their meaning. `false` checks
+    /// every request against the database, as DRF does.
+    ///
+    /// _Default:_ `true`.
+    pub token_cache: bool,
+
+    /// How often, in seconds, each instance polls the database's revocation
+    /// counter (one tiny query, whatever the load) and drops its cache when
+    /// it moved: the bound on how long a token revoked elsewhere may still
+    /// be accepted here. Between 0.05 and 60.
+    ///
+    /// _Default:_ `1.0`.
+    pub token_cache_poll: f64,
+
+    /// The most tokens the cache holds.
+    ///
+    /// _Default:_ `100000`.
+    pub token_cache_capacity: u64,
 }
 
 impl Default for Config {
@@ -140,6 +163,9 @@ impl Default for Config {
             login_max_failures: 5,
             login_max_failures_per_ip: 50,
             login_failure_window: 900,
+            token_cache: true,
+            token_cache_poll: 1.0,
+            token_cache_capacity: 100_000,
         }
     }
 }
@@ -223,11 +249,19 @@ impl Config {
                 ));
             }
         }
+        if !(0.05..=60.0).contains(&self.token_cache_poll) {
+            return Err(format!(
+                "{}: must be between 0.05 and 60 seconds (got {})",
+                key("token_cache_poll"),
+                self.token_cache_poll
+            ));
+        }
         for (name, value) in [
             ("max_tokens_per_user", u64::from(self.max_tokens_per_user)),
             ("login_max_failures", u64::from(self.login_max_failures)),
             ("login_max_failures_per_ip", u64::from(self.login_max_failures_per_ip)),
             ("login_failure_window", self.login_failure_window),
+            ("token_cache_capacity", self.token_cache_capacity),
         ] {
             if value == 0 {
                 return Err(format!("{}: must be at least 1", key(name)));

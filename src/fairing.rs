@@ -30,7 +30,7 @@ impl Fairing for TokenFairing {
             log::error!("advanced_token: the fairing is attached twice");
             return Err(rocket);
         }
-        match AdvancedToken::open(rocket.figment(), self.clock.clone()).await {
+        match AdvancedToken::open(rocket.figment(), self.clock.clone(), true).await {
             Ok(at) => Ok(rocket.manage(at)),
             Err(e) => {
                 log::error!("advanced_token: {e}");

@@ -44,6 +44,16 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
+    pub(crate) fn from_row(row: crate::store::TokenRow, digest: String) -> Self {
+        AuthUser {
+            id: row.user_id,
+            username: row.username,
+            token_id: row.token_id,
+            digest,
+            rotation_locked: row.rotation_locked,
+        }
+    }
+
     /// The id of the token the request authenticated with (the id that
     /// `list-tokens` shows).
     pub fn token_id(&self) -> i64 {

@@ -11,6 +11,7 @@ use rocket::fairing::Fairing;
 use rocket::figment::providers::Serialized;
 use rocket::figment::Figment;
 
+use crate::cache::TokenCache;
 use crate::config::{describe_figment_error, Config};
 use crate::fairing::TokenFairing;
 use crate::password::Hasher;
@@ -73,6 +74,8 @@ struct Inner {
     db_timeout: Duration,
     /// When this process last pruned old login failures.
     last_prune: AtomicI64,
+    /// Verified tokens, when `token_cache` is on (and in a server).
+    cache: Option<TokenCache>,
 }
 
 /// How often (seconds) a process prunes login failures that left the window.
@@ -109,10 +112,12 @@ impl AdvancedToken {
     /// migrations, and returns a handle. The command line uses this with
     /// `rocket::Config::figment()`, so it sees what the server sees.
     pub async fn connect(figment: &Figment) -> Result<AdvancedToken, Error> {
-        Self::open(figment, None).await
+        Self::open(figment, None, false).await
     }
 
-    pub(crate) async fn open(figment: &Figment, clock: Option<Clock>) -> Result<AdvancedToken, Error> {
+    /// Opens the database; `serve` adds the token cache (if configured) and
+    /// its revocation poll.
+    pub(crate) async fn open(figment: &Figment, clock: Option<Clock>, serve: bool) -> Result<AdvancedToken, Error> {
         let config = Config::from_figment(figment).map_err(Error::Config)?;
 
         let workers: usize = figment
@@ -147,7 +152,10 @@ impl AdvancedToken {
                 "cannot run the advanced_token migrations on {url}: {e}"
             )));
         }
-        Ok(AdvancedToken {
+        let cache = (serve && config.token_cache).then(|| {
+            TokenCache::new(config.token_cache_capacity, Duration::from_secs_f64(config.token_cache_poll))
+        });
+        let at = AdvancedToken {
             inner: Arc::new(Inner {
                 hasher: Hasher::new(config.hash_permits()),
                 config,
@@ -156,8 +164,51 @@ impl AdvancedToken {
                 database: url,
                 db_timeout: Duration::from_secs(db_config.connect_timeout.max(1)),
                 last_prune: AtomicI64::new(0),
+                cache,
             }),
-        })
+        };
+        if at.inner.cache.is_some() {
+            at.start_revocation_poll().await;
+        }
+        Ok(at)
+    }
+
+    /// Reads the revocation counter now, then every `token_cache_poll` in the
+    /// background, dropping the cache whenever it moved. The task ends when
+    /// the last handle is dropped.
+    async fn start_revocation_poll(&self) {
+        let Some(cache) = &self.inner.cache else { return };
+        let mut last = self.bounded(self.store().revocation_counter()).await.ok();
+        if last.is_some() {
+            cache.mark_fresh();
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let interval = cache.poll_interval();
+        rocket::tokio::spawn(async move {
+            loop {
+                rocket::tokio::time::sleep(interval).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let at = AdvancedToken { inner };
+                let Some(cache) = &at.inner.cache else { return };
+                match at.bounded(at.store().revocation_counter()).await {
+                    Ok(counter) => {
+                        if last != Some(counter) {
+                            cache.invalidate_all();
+                            last = Some(counter);
+                        }
+                        cache.mark_fresh();
+                    }
+                    Err(e) => log::warn!("advanced_token: cannot poll revocations: {e}"),
+                }
+            }
+        });
+    }
+
+    /// Drops every cached token (after a revocation by this process).
+    fn forget_all(&self) {
+        if let Some(cache) = &self.inner.cache {
+            cache.invalidate_all();
+        }
     }
 
     /// The configuration in force.
@@ -221,14 +272,18 @@ impl AdvancedToken {
             return Err(Error::UnknownUser(username.to_owned()));
         }
         let hash = self.inner.hasher.hash(password.to_owned()).await?;
-        self.store().set_password(username, &hash).await
+        let revoked = self.store().set_password(username, &hash).await;
+        self.forget_all();
+        revoked
     }
 
     /// Deactivates a user: login fails and the user's tokens answer 401
     /// "User inactive or deleted." (they are kept, and work again after
     /// [`AdvancedToken::activate_user()`]).
     pub async fn deactivate_user(&self, username: &str) -> Result<(), Error> {
-        self.store().set_active(username, false).await
+        let done = self.store().set_active(username, false).await;
+        self.forget_all();
+        done
     }
 
     /// Re-activates a deactivated user.
@@ -239,17 +294,23 @@ impl AdvancedToken {
     /// Locks token rotation for one user: `PUT token/` answers 405 for them.
     /// (The Django package's `UserAPIKeyLock`.)
     pub async fn lock_rotation(&self, username: &str) -> Result<(), Error> {
-        self.store().set_rotation_locked(username, true).await
+        let done = self.store().set_rotation_locked(username, true).await;
+        self.forget_all();
+        done
     }
 
     /// Lifts [`AdvancedToken::lock_rotation()`].
     pub async fn unlock_rotation(&self, username: &str) -> Result<(), Error> {
-        self.store().set_rotation_locked(username, false).await
+        let done = self.store().set_rotation_locked(username, false).await;
+        self.forget_all();
+        done
     }
 
     /// Deletes a user and all of the user's tokens.
     pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
-        self.store().delete_user(username).await
+        let done = self.store().delete_user(username).await;
+        self.forget_all();
+        done
     }
 
     /// Every user, by username, with the number of unexpired tokens.
@@ -365,14 +426,18 @@ impl AdvancedToken {
     pub async fn issue_token(&self, user_id: i64) -> Result<String, Error> {
         let token = token::generate();
         let now = self.now();
-        self.bounded(self.store().insert_token(
-            user_id,
-            &token::digest(&token),
-            now,
-            self.expiry_from(now),
-            self.config().max_tokens_per_user,
-        ))
-        .await?;
+        let evicted = self
+            .bounded(self.store().insert_token(
+                user_id,
+                &token::digest(&token),
+                now,
+                self.expiry_from(now),
+                self.config().max_tokens_per_user,
+            ))
+            .await?;
+        if evicted > 0 {
+            self.forget_all();
+        }
         Ok(token)
     }
 
@@ -384,29 +449,41 @@ impl AdvancedToken {
             return Err(Error::InvalidToken);
         }
         let digest = token::digest(token);
-        let row = self
+        let now = self.now();
+        let cache = self.inner.cache.as_ref();
+        if let Some(row) = cache.and_then(|c| c.get(&digest)) {
+            // A hit needs no database work unless the token expired (the
+            // database path deletes it) or a use is due to be recorded.
+            let expired = row.expires_at.is_some_and(|at| at <= now);
+            if !expired && row.is_active && self.touch(&row, now).is_none() {
+                return Ok(AuthUser::from_row(row, digest));
+            }
+        }
+        let generation = cache.map(TokenCache::generation);
+        let mut row = self
             .bounded(self.store().find_token(&digest))
             .await?
             .ok_or(Error::InvalidToken)?;
-        let now = self.now();
         if row.expires_at.is_some_and(|at| at <= now) {
             self.bounded(self.store().delete_token(row.token_id)).await?;
+            if let Some(c) = cache {
+                c.invalidate(&digest);
+            }
             return Err(Error::TokenExpired);
         }
         if !row.is_active {
             return Err(Error::UserInactive);
         }
-        if let Some(touch) = self.touch(&row, now) {
-            self.bounded(self.store().touch_token(row.token_id, now, touch))
+        if let Some(expires_at) = self.touch(&row, now) {
+            self.bounded(self.store().touch_token(row.token_id, now, expires_at))
                 .await?;
+            row.last_used_at = now;
+            row.expires_at = expires_at;
         }
-        Ok(AuthUser {
-            id: row.user_id,
-            username: row.username,
-            token_id: row.token_id,
-            digest,
-            rotation_locked: row.rotation_locked,
-        })
+        if let (Some(c), Some(generation)) = (cache, generation) {
+            c.insert(digest.clone(), row.clone(), generation);
+        }
+        Ok(AuthUser::from_row(row, digest))
     }
 
     /// Whether this use must be written, and the expiry to write. At most once
@@ -451,6 +528,9 @@ impl AdvancedToken {
                 self.expiry_from(now),
             ))
             .await?;
+        if let Some(cache) = &self.inner.cache {
+            cache.invalidate(&user.digest);
+        }
         if rotated {
             Ok(token)
         } else {
@@ -464,18 +544,24 @@ impl AdvancedToken {
         if !self.config().allow_logout {
             return Err(Error::Disabled("Logout is disabled."));
         }
-        self.bounded(self.store().delete_user_tokens(user.id)).await
+        let n = self.bounded(self.store().delete_user_tokens(user.id)).await;
+        self.forget_all();
+        n
     }
 
     /// Deletes all tokens of one user. Returns how many.
     pub async fn revoke_tokens(&self, username: &str) -> Result<u64, Error> {
         let id = self.user_id(username).await?;
-        self.store().delete_user_tokens(id).await
+        let n = self.store().delete_user_tokens(id).await;
+        self.forget_all();
+        n
     }
 
     /// Deletes every token of every user. Returns how many.
     pub async fn revoke_all_tokens(&self) -> Result<u64, Error> {
-        self.store().delete_all_tokens().await
+        let n = self.store().delete_all_tokens().await;
+        self.forget_all();
+        n
     }
 
     /// Deletes expired tokens. Returns how many.

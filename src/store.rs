@@ -361,7 +361,46 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0002_login_failures.sql"),
         mysql: include_str!("../migrations/mysql/0002_login_failures.sql"),
     },
+    Migration {
+        version: 3,
+        description: "revocation counter",
+        sqlite: include_str!("../migrations/sqlite/0003_revocations.sql"),
+        postgres: include_str!("../migrations/postgres/0003_revocations.sql"),
+        mysql: include_str!("../migrations/mysql/0003_revocations.sql"),
+    },
 ];
+
+/// Runs a transaction again when the database reports a deadlock or a
+/// serialisation failure (InnoDB picks a victim when concurrent logins and
+/// logouts of one user lock the same index range), with a short, growing,
+/// jittered pause.
+macro_rules! retry {
+    ($attempt:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            match $attempt {
+                Err(e) if is_retryable(&e) && tries < 8 => {
+                    tries += 1;
+                    let jitter = rand::random::<u64>() % 10;
+                    rocket::tokio::time::sleep(Duration::from_millis((2u64 << tries.min(6)) + jitter)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// Deadlock or serialisation failure: MySQL 1213, PostgreSQL 40P01/40001,
+/// SQLite BUSY (5) / BUSY_SNAPSHOT (517).
+fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("1213" | "40001" | "40P01" | "5" | "517")),
+        _ => false,
+    }
+}
+
+/// Bumps the revocation counter; runs inside each revoking transaction.
+const BUMP: &str = "UPDATE advanced_token_revocations SET counter = counter + 1 WHERE id = 1";
 
 /// The crate's tables, reached through [`DbPool`].
 #[derive(Debug, Clone)]
@@ -560,6 +599,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+            sqlx::query(BUMP).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(revoked)
         })
@@ -567,24 +607,32 @@ impl Store {
 
     pub(crate) async fn set_active(&self, username: &str, active: bool) -> Result<(), Error> {
         let n = on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("UPDATE advanced_token_users SET is_active = $1 WHERE username = $2"))
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(&q("UPDATE advanced_token_users SET is_active = $1 WHERE username = $2"))
                 .bind(active)
                 .bind(username)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            sqlx::query(BUMP).execute(&mut *tx).await?;
+            tx.commit().await?;
+            n
         });
         self.found(n, username).await
     }
 
     pub(crate) async fn set_rotation_locked(&self, username: &str, locked: bool) -> Result<(), Error> {
         let n = on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("UPDATE advanced_token_users SET rotation_locked = $1 WHERE username = $2"))
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(&q("UPDATE advanced_token_users SET rotation_locked = $1 WHERE username = $2"))
                 .bind(locked)
                 .bind(username)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            sqlx::query(BUMP).execute(&mut *tx).await?;
+            tx.commit().await?;
+            n
         });
         self.found(n, username).await
     }
@@ -602,11 +650,15 @@ impl Store {
     /// Deletes a user; the foreign key's cascade deletes its tokens.
     pub(crate) async fn delete_user(&self, username: &str) -> Result<(), Error> {
         let n = on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("DELETE FROM advanced_token_users WHERE username = $1"))
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(&q("DELETE FROM advanced_token_users WHERE username = $1"))
                 .bind(username)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            sqlx::query(BUMP).execute(&mut *tx).await?;
+            tx.commit().await?;
+            n
         });
         if n == 0 {
             return Err(Error::UnknownUser(username.to_owned()));
@@ -640,8 +692,8 @@ impl Store {
     // ----- tokens ----------------------------------------------------------
 
     /// Stores a new token's digest, then deletes the user's least recently
-    /// used tokens beyond `keep`. Both are single statements, so concurrent
-    /// logins can never leave more than `keep` tokens.
+    /// used tokens beyond `keep` (returning how many). Both are single
+    /// statements, so concurrent logins can never leave more than `keep`.
     pub(crate) async fn insert_token(
         &self,
         user_id: i64,
@@ -649,26 +701,46 @@ impl Store {
         now: i64,
         expires_at: Option<i64>,
         keep: u32,
-    ) -> Result<(), Error> {
-        on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("INSERT INTO advanced_token_tokens (user_id, digest, created_at, last_used_at, expires_at) VALUES ($1, $2, $3, $4, $5)"))
-                .bind(user_id)
-                .bind(digest)
-                .bind(now)
-                .bind(now)
-                .bind(expires_at)
-                .execute(p)
-                .await?;
-            sqlx::query(&q("DELETE FROM advanced_token_tokens WHERE user_id = $1 AND id NOT IN \
-                (SELECT id FROM (SELECT id FROM advanced_token_tokens WHERE user_id = $2 \
-                 ORDER BY last_used_at DESC, id DESC LIMIT $3) AS keep_newest)"))
-                .bind(user_id)
-                .bind(user_id)
-                .bind(i64::from(keep))
-                .execute(p)
-                .await?;
+    ) -> Result<u64, Error> {
+        let evicted = on_pool!(&self.pool, |p, q| {
+            retry!(async {
+                let mut tx = p.begin().await?;
+                sqlx::query(&q("INSERT INTO advanced_token_tokens (user_id, digest, created_at, last_used_at, expires_at) VALUES ($1, $2, $3, $4, $5)"))
+                    .bind(user_id)
+                    .bind(digest)
+                    .bind(now)
+                    .bind(now)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                // The oldest token to keep; everything less recently used goes.
+                let cutoff: Option<(i64, i64)> = sqlx::query_as(&q("SELECT last_used_at, id FROM advanced_token_tokens \
+                    WHERE user_id = $1 ORDER BY last_used_at DESC, id DESC LIMIT 1 OFFSET $2"))
+                    .bind(user_id)
+                    .bind(i64::from(keep) - 1)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let mut evicted = 0;
+                if let Some((last_used, id)) = cutoff {
+                    evicted = sqlx::query(&q("DELETE FROM advanced_token_tokens WHERE user_id = $1 \
+                        AND (last_used_at < $2 OR (last_used_at = $3 AND id < $4))"))
+                        .bind(user_id)
+                        .bind(last_used)
+                        .bind(last_used)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if evicted > 0 {
+                        sqlx::query(BUMP).execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok::<u64, sqlx::Error>(evicted)
+            }
+            .await)?
         });
-        Ok(())
+        Ok(evicted)
     }
 
     /// The token with this digest and its user: the guard's one query.
@@ -731,7 +803,9 @@ impl Store {
         expires_at: Option<i64>,
     ) -> Result<bool, Error> {
         let n = on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("UPDATE advanced_token_tokens SET digest = $1, created_at = $2, last_used_at = $3, expires_at = $4 \
+            retry!(async {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(&q("UPDATE advanced_token_tokens SET digest = $1, created_at = $2, last_used_at = $3, expires_at = $4 \
                 WHERE id = $5 AND digest = $6"))
                 .bind(new_digest)
                 .bind(now)
@@ -739,9 +813,16 @@ impl Store {
                 .bind(expires_at)
                 .bind(token_id)
                 .bind(old_digest)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            if n == 1 {
+                sqlx::query(BUMP).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<u64, sqlx::Error>(n)
+            }
+            .await)?
         });
         Ok(n == 1)
     }
@@ -749,17 +830,39 @@ impl Store {
     /// Deletes every token of one user.
     pub(crate) async fn delete_user_tokens(&self, user_id: i64) -> Result<u64, Error> {
         Ok(on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("DELETE FROM advanced_token_tokens WHERE user_id = $1"))
+            retry!(async {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(&q("DELETE FROM advanced_token_tokens WHERE user_id = $1"))
                 .bind(user_id)
-                .execute(p)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            sqlx::query(BUMP).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<u64, sqlx::Error>(n)
+            }
+            .await)?
         }))
     }
 
     pub(crate) async fn delete_all_tokens(&self) -> Result<u64, Error> {
         Ok(on_pool!(&self.pool, |p, _q| {
-            p.execute("DELETE FROM advanced_token_tokens").await?.rows_affected()
+            let mut tx = p.begin().await?;
+            let n = sqlx::query("DELETE FROM advanced_token_tokens").execute(&mut *tx).await?.rows_affected();
+            sqlx::query(BUMP).execute(&mut *tx).await?;
+            tx.commit().await?;
+            n
+        }))
+    }
+
+    /// The revocation counter: it moves whenever a token may have been
+    /// revoked anywhere.
+    pub(crate) async fn revocation_counter(&self) -> Result<i64, Error> {
+        Ok(on_pool!(&self.pool, |p, _q| {
+            sqlx::query_scalar("SELECT counter FROM advanced_token_revocations WHERE id = 1")
+                .fetch_optional(p)
+                .await?
+                .unwrap_or(0)
         }))
     }
 

@@ -708,9 +708,11 @@ pub async fn logout_racing_logins(db: TestDb) {
     }
 }
 
+/// Without the token cache, every revocation is seen by the other instance
+/// at once.
 pub async fn two_instances_share_one_database(db: TestDb) {
-    let a = client(&db, json!({})).await;
-    let b = client(&db, json!({})).await;
+    let a = client(&db, json!({"token_cache": false})).await;
+    let b = client(&db, json!({"token_cache": false})).await;
     at(&a).create_user("alice", PW).await.unwrap();
 
     // Issued by A, works on B; logout on B kills it on A.
@@ -854,4 +856,85 @@ pub async fn throttling_holds_across_instances(db: TestDb) {
     }
     assert_eq!(login_as(&b, "alice", PW, None).await.0, Status::TooManyRequests);
     assert_eq!(login_as(&a, "alice", PW, None).await.0, Status::TooManyRequests);
+}
+
+// ----- issue 6: the token cache and its revocation bound -------------------------------
+
+/// Polls `check` until it gives 401, and returns how long that took.
+async fn seconds_until_rejected(client: &Client, token: &str) -> f64 {
+    let started = std::time::Instant::now();
+    while check(client, token).await != Status::Unauthorized {
+        assert!(started.elapsed().as_secs_f64() < 10.0, "the revocation was never seen");
+        rocket::tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// With the cache on (the default), revocations by this instance are
+/// immediate and revocations elsewhere are seen within `token_cache_poll`.
+pub async fn cached_tokens_honour_revocations(db: TestDb) {
+    let settings = json!({"token_cache_poll": 0.5});
+    let a = client(&db, settings.clone()).await;
+    let b = client(&db, settings).await;
+    at(&a).create_user("alice", PW).await.unwrap();
+    let bound = 0.5 + 0.5; // the poll period, plus scheduling slack
+
+    // Both instances cache the token; B logs out; A stops accepting it
+    // within the bound. (B itself at once.)
+    let t1 = login(&a, "alice", PW).await;
+    assert_eq!(check(&a, &t1).await, Status::Ok);
+    assert_eq!(check(&b, &t1).await, Status::Ok);
+    let res = b.get("/auth/logout/").header(auth(&t1)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(check(&b, &t1).await, Status::Unauthorized);
+    let took = seconds_until_rejected(&a, &t1).await;
+    assert!(took <= bound, "logout on B took {took:.2}s to reach A");
+
+    // Rotation on A: the old token dies at once on A, within the bound on B.
+    let t2 = login(&a, "alice", PW).await;
+    assert_eq!(check(&b, &t2).await, Status::Ok);
+    let res = a.put("/auth/token/").header(auth(&t2)).dispatch().await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(check(&a, &t2).await, Status::Unauthorized);
+    let took = seconds_until_rejected(&b, &t2).await;
+    assert!(took <= bound, "rotation on A took {took:.2}s to reach B");
+
+    // The command line (another process) revokes everything.
+    let t3 = login(&a, "alice", PW).await;
+    assert_eq!(check(&a, &t3).await, Status::Ok);
+    assert_eq!(check(&b, &t3).await, Status::Ok);
+    crate::cli::run_cli_ok(&db, &["revoke-all-tokens", "--force"]);
+    for c in [&a, &b] {
+        let took = seconds_until_rejected(c, &t3).await;
+        assert!(took <= bound, "revoke-all-tokens took {took:.2}s");
+    }
+
+    // Deactivation from the command line, too.
+    let t4 = login(&a, "alice", PW).await;
+    assert_eq!(check(&a, &t4).await, Status::Ok);
+    crate::cli::run_cli_ok(&db, &["deactivate", "alice"]);
+    let took = seconds_until_rejected(&a, &t4).await;
+    assert!(took <= bound, "deactivate took {took:.2}s");
+}
+
+/// The cache never serves a token past its expiry, and a cache hit needs no
+/// database query.
+pub async fn cache_respects_expiry_and_skips_the_database(db: TestDb) {
+    let clock = FakeClock::new();
+    let client = client_with_clock(&db, json!({"token_ttl": 100}), &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    // Delete the row behind the cache's back: a hit does not look.
+    db.exec("DELETE FROM advanced_token_tokens").await;
+    assert_eq!(check(&client, &token).await, Status::Ok, "served from the cache");
+    clock.advance(100);
+    assert_eq!(check(&client, &token).await, Status::Unauthorized, "expired in the cache");
+
+    // And with the cache off, every request reads the database.
+    let uncached = client_with_clock(&db, json!({"token_ttl": 100, "token_cache": false}), &clock).await;
+    let t2 = login(&uncached, "alice", PW).await;
+    assert_eq!(check(&uncached, &t2).await, Status::Ok);
+    db.exec("DELETE FROM advanced_token_tokens").await;
+    assert_eq!(check(&uncached, &t2).await, Status::Unauthorized);
 }

@@ -65,7 +65,7 @@ async fn users_and_passwords() {
     user_error(cli(&db, "{}", &["create-user", "carol"], None), "--password-stdin");
     user_error(cli(&db, "{}", &["create-user", "bad name", "--password", "x"], None), "whitespace");
 
-    let client = client(&db, json!({})).await;
+    let client = client(&db, json!({"token_cache": false})).await;
     let alice = login(&client, "alice", "pw one").await;
     let bob = login(&client, "bob", "from stdin").await;
 
@@ -98,7 +98,9 @@ async fn tokens_and_listings() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     ok(cli(&db, "{}", &["create-user", "alice", "--password", "pw"], None));
     ok(cli(&db, "{}", &["create-user", "bob", "--password", "pw"], None));
-    let client = client(&db, json!({})).await;
+    // The cache off, so that the effect of each command is visible at once
+    // (the cache's bound is tested in the behaviour suite).
+    let client = client(&db, json!({"token_cache": false})).await;
     let a1 = login(&client, "alice", "pw").await;
     let a2 = login(&client, "alice", "pw").await;
     let b1 = login(&client, "bob", "pw").await;

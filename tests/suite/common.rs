@@ -145,7 +145,6 @@ impl TestDb {
     }
 
     /// Runs one statement on this test's database.
-    #[allow(dead_code)]
     pub async fn exec(&self, sql: &str) {
         match self.backend {
             Backend::Sqlite => {

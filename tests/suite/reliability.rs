@@ -137,8 +137,10 @@ async fn outage(backend: Backend) {
     db.url = via_proxy(&direct, proxy.port).0;
 
     let connect_timeout = 2;
+    // The cache off: the first request after the cut must reach the
+    // database (with the cache, see below).
     let figment = db
-        .figment(json!({}))
+        .figment(json!({"token_cache": false}))
         .merge(("databases.advanced_token.connect_timeout", connect_timeout));
     let client = rocket::local::asynchronous::Client::tracked(crate::common::app(figment, None))
         .await
