@@ -46,7 +46,9 @@ impl TokenCache {
     }
 
     fn usable(&self) -> bool {
-        self.now_ms() <= self.fresh_until_ms.load(Ordering::SeqCst)
+        // 0: never polled successfully.
+        let until = self.fresh_until_ms.load(Ordering::SeqCst);
+        until != 0 && self.now_ms() <= until
     }
 
     pub(crate) fn get(&self, digest: &str) -> Option<TokenRow> {

@@ -134,12 +134,14 @@ impl PasswordArgs {
     }
 }
 
-/// The demo app: the fairing, the routes at `/auth`, and `GET /api/hello/`
-/// behind the [`AuthUser`] guard. `advanced-token serve` launches it.
+/// The demo app: the fairing, the routes at `/auth`, `GET /api/hello/`
+/// behind the [`AuthUser`] guard, and the OpenAPI document of all of them at
+/// `GET /auth/openapi.json`. `advanced-token serve` launches it.
 pub fn demo(rocket: Rocket<Build>) -> Rocket<Build> {
     rocket
         .attach(AdvancedToken::fairing())
         .mount("/auth", crate::routes())
+        .mount("/auth", routes![openapi])
         .mount("/api", routes![hello])
 }
 
@@ -147,6 +149,27 @@ pub fn demo(rocket: Rocket<Build>) -> Rocket<Build> {
 #[get("/hello/<_..>")]
 fn hello(user: AuthUser) -> Json<Value> {
     Json(json!({ "username": user.username }))
+}
+
+/// The OpenAPI 3.0 document of the demo's routes (`openapi.json` at the
+/// crate's root), as written for the default prefix `Token`.
+const OPENAPI: &str = include_str!("../openapi.json");
+
+/// `GET /auth/openapi.json`: the document, with the configured bearer
+/// prefix in the security scheme's description.
+#[get("/openapi.json")]
+fn openapi(at: &AdvancedToken) -> Json<Value> {
+    let mut doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON");
+    let prefix = &at.config().bearer_prefix;
+    if let Some(Value::String(text)) =
+        doc.pointer_mut("/components/securitySchemes/tokenAuth/description")
+    {
+        *text = text.replace(
+            "`Authorization: Token <token>`",
+            &format!("`Authorization: {prefix} <token>`"),
+        );
+    }
+    Json(doc)
 }
 
 /// Runs the `advanced-token` command line with the process's arguments and

@@ -50,8 +50,9 @@ pub enum Error {
     PayloadTooLarge,
     /// The path does not answer this method (405). Holds the `Allow` value.
     MethodNotAllowed(&'static str),
-    /// A feature switched off by configuration or by an administrator (405).
-    Disabled(&'static str),
+    /// A feature switched off by configuration or by an administrator (405):
+    /// the detail, and the `Allow` value (the methods still served).
+    Disabled(&'static str, &'static str),
     /// Too many failed logins for this username or client IP (429). Holds
     /// the seconds until the next attempt is allowed (`Retry-After`).
     Throttled(u64),
@@ -87,7 +88,7 @@ impl Error {
             }
             Error::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Error::PayloadTooLarge => Status::PayloadTooLarge,
-            Error::MethodNotAllowed(_) | Error::Disabled(_) => Status::MethodNotAllowed,
+            Error::MethodNotAllowed(_) | Error::Disabled(..) => Status::MethodNotAllowed,
             Error::Throttled(_) => Status::TooManyRequests,
             Error::Unavailable => Status::ServiceUnavailable,
             Error::UsernameTaken(_) => Status::Conflict,
@@ -171,7 +172,7 @@ impl fmt::Display for Error {
             }
             Error::PayloadTooLarge => f.write_str("Request body is too large."),
             Error::MethodNotAllowed(_) => f.write_str("Method not allowed."),
-            Error::Disabled(what) => f.write_str(what),
+            Error::Disabled(what, _) => f.write_str(what),
             Error::Throttled(_) => {
                 f.write_str("Too many failed login attempts. Try again later.")
             }
@@ -202,7 +203,7 @@ impl<'r> Responder<'r, 'static> for Error {
         if self.status() == Status::Unauthorized {
             res.header(www_authenticate(req));
         }
-        if let Error::MethodNotAllowed(allow) = self {
+        if let Error::MethodNotAllowed(allow) | Error::Disabled(_, allow) = self {
             res.header(Header::new("Allow", allow));
         }
         if let Error::Throttled(secs) = self {

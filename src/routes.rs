@@ -43,7 +43,15 @@ pub fn routes() -> Vec<Route> {
         ("/logout/<_..>", &[Method::Get, Method::Post], "GET, POST, HEAD, OPTIONS"),
     ];
     for (path, served, allow) in paths {
-        for method in [Method::Get, Method::Post, Method::Put, Method::Delete, Method::Patch] {
+        for method in [
+            Method::Get,
+            Method::Post,
+            Method::Put,
+            Method::Delete,
+            Method::Patch,
+            Method::Trace,
+            Method::Connect,
+        ] {
             if !served.contains(&method) {
                 all.push(Route::new(method, path, Other { allow, options: false }));
             }
@@ -80,10 +88,11 @@ impl<'r> FromRequest<'r> for ExactPath {
 async fn login(
     _path: ExactPath,
     at: &AdvancedToken,
+    ip: Option<std::net::IpAddr>,
     credentials: Result<Credentials, Error>,
 ) -> Result<Json<Value>, Error> {
     let c = credentials?;
-    let token = at.login(&c.username, &c.password).await?;
+    let token = at.login_from(&c.username, &c.password, ip).await?;
     Ok(Json(json!({ "token": token })))
 }
 
@@ -187,6 +196,12 @@ enum Field {
     Text(String),
 }
 
+/// Whether Python's `str.isspace()` holds for `c`, i.e. whether `str.strip()`
+/// removes it: Rust's whitespace plus the separators U+001C..=U+001F.
+fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 impl Credentials {
     /// DRF's field checks: required, not null, a string, not blank. The
     /// username is trimmed (DRF's `CharField` default); the password is not
@@ -198,7 +213,7 @@ impl Credentials {
                 Field::Null => Err(NULL),
                 Field::NotString => Err(NOT_STRING),
                 Field::Text(s) => {
-                    let s = if trim { s.trim().to_owned() } else { s };
+                    let s = if trim { s.trim_matches(is_py_space).to_owned() } else { s };
                     if s.is_empty() {
                         Err(BLANK)
                     } else {
@@ -389,5 +404,289 @@ mod tests {
         assert_eq!(c, Credentials { username: "alice".into(), password: "secret".into() });
         let e = Credentials::from_multipart(b"garbage".to_vec(), "XX").await.unwrap_err();
         assert_eq!(e.status(), Status::BadRequest);
+    }
+
+    // ----- property tests ---------------------------------------------------
+
+    use proptest::prelude::*;
+    use rocket::tokio::runtime::Builder;
+
+    /// Characters Python's `str.isspace()` accepts, which `str.strip()` (and
+    /// so DRF's `CharField(trim_whitespace=True)`) removes. Listed from
+    /// CPython, independently of Rust's `char::is_whitespace`.
+    const PY_STR_WS: &[char] = &[
+        '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1c}', '\u{1d}', '\u{1e}', '\u{1f}', ' ', '\u{85}',
+        '\u{a0}', '\u{1680}', '\u{2000}', '\u{2001}', '\u{2002}', '\u{2003}', '\u{2004}',
+        '\u{2005}', '\u{2006}', '\u{2007}', '\u{2008}', '\u{2009}', '\u{200a}', '\u{2028}',
+        '\u{2029}', '\u{202f}', '\u{205f}', '\u{3000}',
+    ];
+
+    /// A value a generated body gives one field.
+    #[derive(Debug, Clone)]
+    enum Gen {
+        Missing,
+        Null,
+        Str(String),
+        /// Any other JSON value: a number, a bool, an array, an object.
+        Other(Value),
+    }
+
+    /// What DRF's `AuthTokenSerializer` says about one field: its value, or
+    /// the one message for it.
+    fn model_field(g: &Gen, trim: bool) -> Result<String, &'static str> {
+        match g {
+            Gen::Missing => Err("This field is required."),
+            Gen::Null => Err("This field may not be null."),
+            Gen::Other(_) => Err("Not a valid string."),
+            Gen::Str(s) => {
+                let v = if trim {
+                    s.trim_matches(PY_STR_WS)
+                } else {
+                    s.as_str()
+                };
+                if v.is_empty() {
+                    Err("This field may not be blank.")
+                } else {
+                    Ok(v.to_owned())
+                }
+            }
+        }
+    }
+
+    /// DRF's answer for a body with these two fields.
+    fn model(username: &Gen, password: &Gen) -> Result<Credentials, Error> {
+        match (model_field(username, true), model_field(password, false)) {
+            (Ok(username), Ok(password)) => Ok(Credentials { username, password }),
+            (u, p) => {
+                let mut errors = Vec::new();
+                for (name, r) in [("username", u), ("password", p)] {
+                    if let Err(m) = r {
+                        errors.push((name.to_owned(), vec![m.to_owned()]));
+                    }
+                }
+                Err(Error::Validation(errors))
+            }
+        }
+    }
+
+    /// Strings that stress blank and trim handling, and anything at all.
+    fn text() -> impl Strategy<Value = String> {
+        let ws = prop::sample::select(PY_STR_WS.to_vec());
+        prop_oneof![
+            Just(String::new()),
+            prop::collection::vec(ws.clone(), 1..4).prop_map(|v| v.into_iter().collect()),
+            (
+                prop::collection::vec(ws.clone(), 0..3),
+                "[a-zA-Z0-9@.+_-]{1,10}( [a-z]{1,4})?",
+                prop::collection::vec(ws, 0..3),
+            )
+                .prop_map(|(a, s, b)| {
+                    a.into_iter().chain(s.chars()).chain(b).collect::<String>()
+                }),
+            "[\u{0}-\u{20}\u{7f}-\u{a0}a]{0,5}",
+            any::<String>(),
+        ]
+    }
+
+    fn json_field() -> impl Strategy<Value = Gen> {
+        prop_oneof![
+            1 => Just(Gen::Missing),
+            1 => Just(Gen::Null),
+            6 => text().prop_map(Gen::Str),
+            1 => any::<i64>().prop_map(|n| Gen::Other(json!(n))),
+            1 => any::<u64>().prop_map(|n| Gen::Other(json!(n))),
+            1 => (-1e300f64..1e300).prop_map(|n| Gen::Other(json!(n))),
+            1 => any::<bool>().prop_map(|b| Gen::Other(json!(b))),
+            1 => prop::collection::vec(text(), 0..3).prop_map(|v| Gen::Other(json!(v))),
+            1 => text().prop_map(|s| Gen::Other(json!({ "value": s }))),
+        ]
+    }
+
+    fn json_body(username: &Gen, password: &Gen, extra: &Option<(String, String)>) -> Vec<u8> {
+        let mut map = serde_json::Map::new();
+        if let Some((k, v)) = extra {
+            map.insert(k.clone(), json!(v));
+        }
+        for (name, g) in [("username", username), ("password", password)] {
+            match g {
+                Gen::Missing => {}
+                Gen::Null => {
+                    map.insert(name.into(), Value::Null);
+                }
+                Gen::Str(s) => {
+                    map.insert(name.into(), json!(s));
+                }
+                Gen::Other(v) => {
+                    map.insert(name.into(), v.clone());
+                }
+            }
+        }
+        serde_json::to_vec(&Value::Object(map)).unwrap()
+    }
+
+    /// Runs the async multipart parser to completion.
+    fn run_multipart(body: Vec<u8>, boundary: &str) -> Result<Credentials, Error> {
+        let rt = Builder::new_current_thread().build().unwrap();
+        rt.block_on(Credentials::from_multipart(body, boundary))
+    }
+
+    /// Every parse error of a login body is a 400.
+    fn is_400<T: std::fmt::Debug>(r: &Result<T, Error>) -> Result<(), TestCaseError> {
+        if let Err(e) = r {
+            prop_assert_eq!(e.status(), Status::BadRequest, "{:?}", e);
+            prop_assert!(
+                matches!(e, Error::Validation(_) | Error::BadRequest(_)),
+                "{:?}",
+                e
+            );
+        }
+        Ok(())
+    }
+
+    /// What every successful parse must satisfy.
+    fn well_formed_ok(r: &Result<Credentials, Error>) -> Result<(), TestCaseError> {
+        if let Ok(c) = r {
+            prop_assert!(!c.username.is_empty());
+            prop_assert!(!c.password.is_empty());
+            prop_assert_eq!(c.username.trim_matches(PY_STR_WS), c.username.as_str());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn py_space_is_pythons_isspace() {
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            assert_eq!(is_py_space(c), PY_STR_WS.contains(&c), "{c:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn json_objects_follow_drf(
+            username in json_field(),
+            password in json_field(),
+            extra in proptest::option::of(("[a-z_]{1,9}", text())),
+        ) {
+            // An extra key named like a field would be overwritten; keep it other.
+            let extra = extra.filter(|(k, _)| k != "username" && k != "password");
+            let body = json_body(&username, &password, &extra);
+            let got = Credentials::from_json(&body);
+            prop_assert_eq!(got, model(&username, &password), "body {}", String::from_utf8_lossy(&body));
+        }
+
+        #[test]
+        fn json_arbitrary_bytes_are_ok_or_400(body in any::<Vec<u8>>()) {
+            let r = Credentials::from_json(&body);
+            is_400(&r)?;
+            well_formed_ok(&r)?;
+        }
+
+        #[test]
+        fn json_like_text_is_ok_or_400(
+            body in r#"[{}\[\]":, \\u0-9a-z.eE+-]{0,40}|\{"username": ?"[^"]{0,8}", ?"password": ?[^}]{0,8}\}"#,
+        ) {
+            let r = Credentials::from_json(body.as_bytes());
+            is_400(&r)?;
+            well_formed_ok(&r)?;
+        }
+
+        #[test]
+        fn urlencoded_arbitrary_bytes_are_ok_or_400(body in any::<Vec<u8>>()) {
+            let r = Credentials::from_urlencoded(&body);
+            is_400(&r)?;
+            well_formed_ok(&r)?;
+        }
+
+        #[test]
+        fn urlencoded_form_like_text_is_ok_or_400(
+            body in "((username|password|x)(=[a-z%0-9A-F+ \u{1c}]{0,6})?&?){0,5}",
+        ) {
+            let r = Credentials::from_urlencoded(body.as_bytes());
+            is_400(&r)?;
+            well_formed_ok(&r)?;
+        }
+
+        #[test]
+        fn urlencoded_round_trips(
+            username in proptest::option::of(text()),
+            password in proptest::option::of(text()),
+            extra in proptest::option::of(("[a-z_]{1,9}", text())),
+            extra_first in any::<bool>(),
+        ) {
+            let mut form = form_urlencoded::Serializer::new(String::new());
+            let extra = extra.filter(|(k, _)| k != "username" && k != "password");
+            if let (Some((k, v)), true) = (&extra, extra_first) {
+                form.append_pair(k, v);
+            }
+            if let Some(u) = &username {
+                form.append_pair("username", u);
+            }
+            if let Some(p) = &password {
+                form.append_pair("password", p);
+            }
+            if let (Some((k, v)), false) = (&extra, extra_first) {
+                form.append_pair(k, v);
+            }
+            let body = form.finish();
+            let gen = |v: &Option<String>| v.clone().map_or(Gen::Missing, Gen::Str);
+            let got = Credentials::from_urlencoded(body.as_bytes());
+            prop_assert_eq!(got, model(&gen(&username), &gen(&password)), "body {}", body);
+        }
+
+        #[test]
+        fn multipart_arbitrary_bytes_are_ok_or_400(
+            body in any::<Vec<u8>>(),
+            boundary in "[!-~]{1,12}",
+        ) {
+            let r = run_multipart(body, &boundary);
+            is_400(&r)?;
+            well_formed_ok(&r)?;
+        }
+
+        #[test]
+        fn multipart_mangled_forms_are_ok_or_400(
+            username in text(),
+            cut in any::<prop::sample::Index>(),
+            junk in prop::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let body = format!(
+                "--XX\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\n{username}\r\n\
+                 --XX\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\npw\r\n--XX--\r\n"
+            );
+            let mut bytes = body.into_bytes();
+            let at = cut.index(bytes.len());
+            bytes.splice(at..at, junk);
+            let r = run_multipart(bytes, "XX");
+            is_400(&r)?;
+            well_formed_ok(&r)?;
+        }
+
+        #[test]
+        fn multipart_forms_follow_drf(
+            username in proptest::option::of(text()),
+            password in proptest::option::of(text()),
+            file_named_username in any::<bool>(),
+        ) {
+            // Text that cannot contain the delimiter line.
+            let boundary = "----proptestBoundary7MA4YWxkTrZu0gW";
+            let mut body = String::new();
+            if file_named_username {
+                body.push_str(&format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"username\"; \
+                     filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nfile\r\n"
+                ));
+            }
+            for (name, v) in [("username", &username), ("password", &password)] {
+                if let Some(v) = v {
+                    body.push_str(&format!(
+                        "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{v}\r\n"
+                    ));
+                }
+            }
+            body.push_str(&format!("--{boundary}--\r\n"));
+            let gen = |v: &Option<String>| v.clone().map_or(Gen::Missing, Gen::Str);
+            let got = run_multipart(body.clone().into_bytes(), boundary);
+            prop_assert_eq!(got, model(&gen(&username), &gen(&password)), "body {:?}", body);
+        }
     }
 }

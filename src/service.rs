@@ -512,10 +512,10 @@ impl AdvancedToken {
     /// get [`Error::InvalidToken`].
     pub async fn rotate(&self, user: &AuthUser) -> Result<String, Error> {
         if !self.config().allow_rotation {
-            return Err(Error::Disabled("Token rotation is disabled."));
+            return Err(Error::Disabled("Token rotation is disabled.", "GET, HEAD, OPTIONS"));
         }
         if user.rotation_locked {
-            return Err(Error::Disabled("Token rotation is locked for this user."));
+            return Err(Error::Disabled("Token rotation is locked for this user.", "GET, HEAD, OPTIONS"));
         }
         let token = token::generate();
         let now = self.now();
@@ -542,7 +542,7 @@ impl AdvancedToken {
     /// how many.
     pub async fn logout(&self, user: &AuthUser) -> Result<u64, Error> {
         if !self.config().allow_logout {
-            return Err(Error::Disabled("Logout is disabled."));
+            return Err(Error::Disabled("Logout is disabled.", "OPTIONS"));
         }
         let n = self.bounded(self.store().delete_user_tokens(user.id)).await;
         self.forget_all();

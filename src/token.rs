@@ -112,4 +112,171 @@ mod tests {
         assert_eq!(parse_authorization(Some("BEARER x"), "Bearer"), Ok("x"));
         assert_eq!(parse_authorization(Some("Tokens x"), "Token"), Err(Error::NotAuthenticated));
     }
+
+    // ----- property tests ---------------------------------------------------
+
+    use proptest::prelude::*;
+
+    /// The separators of Python's `bytes.split()`, listed independently of
+    /// `is_py_whitespace`.
+    const PY_BYTES_WS: [char; 6] = [' ', '\t', '\n', '\r', '\x0b', '\x0c'];
+
+    /// A straightforward model of DRF's `TokenAuthentication.authenticate`:
+    /// `auth = header.split()`, compare `auth[0].lower()` with the keyword,
+    /// then count the parts. Lowercases both sides, as Python does, rather
+    /// than using `eq_ignore_ascii_case` like the code under test.
+    #[allow(clippy::manual_ignore_case_cmp)]
+    fn reference(header: Option<&str>, keyword: &str) -> Result<String, Error> {
+        let Some(header) = header else {
+            return Err(Error::NotAuthenticated);
+        };
+        let mut parts: Vec<String> = Vec::new();
+        let mut current = String::new();
+        for c in header.chars() {
+            if PY_BYTES_WS.contains(&c) {
+                if !current.is_empty() {
+                    parts.push(std::mem::take(&mut current));
+                }
+            } else {
+                current.push(c);
+            }
+        }
+        if !current.is_empty() {
+            parts.push(current);
+        }
+        if parts.is_empty() || parts[0].to_ascii_lowercase() != keyword.to_ascii_lowercase() {
+            return Err(Error::NotAuthenticated);
+        }
+        match parts.len() {
+            1 => Err(Error::NoCredentials),
+            2 => Ok(parts.swap_remove(1)),
+            _ => Err(Error::TokenHasSpaces),
+        }
+    }
+
+    /// Checks `parse_authorization` against the model and its own invariants.
+    fn check(header: Option<&str>, keyword: &str) -> Result<(), TestCaseError> {
+        let got = parse_authorization(header, keyword);
+        let want = reference(header, keyword);
+        prop_assert_eq!(got.clone().map(str::to_owned), want, "header {:?}", header);
+        if let Ok(token) = got {
+            prop_assert!(!token.is_empty());
+            prop_assert!(!token.bytes().any(|b| PY_BYTES_WS.contains(&(b as char))));
+            // The token is a slice of the header, not a copy.
+            let h = header.unwrap();
+            let start = token.as_ptr() as usize - h.as_ptr() as usize;
+            prop_assert!(start + token.len() <= h.len());
+        }
+        Ok(())
+    }
+
+    /// A run of Python `bytes.split()` whitespace, `min..4` characters long.
+    fn ws(min: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(PY_BYTES_WS.to_vec()), min..4)
+            .prop_map(|v| v.into_iter().collect())
+    }
+
+    /// Token-ish parts, including characters that are whitespace elsewhere
+    /// (Unicode, `str.split()`) but not to `bytes.split()`.
+    fn part() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-f]{64}",
+            "[A-Za-z0-9._~+/=-]{1,12}",
+            "[a-z\u{1c}\u{1f}\u{85}\u{a0}\u{2003}\u{3000}é]{1,6}",
+        ]
+    }
+
+    /// How the first word of a generated header relates to the keyword.
+    #[derive(Debug, Clone)]
+    enum First {
+        /// The keyword, each letter's case flipped or not.
+        Keyword(Vec<bool>),
+        /// The keyword with a suffix: must not match.
+        Longer(String),
+        /// Some other word (may match by chance; the model decides).
+        Other(String),
+    }
+
+    fn first() -> impl Strategy<Value = First> {
+        prop_oneof![
+            4 => prop::collection::vec(any::<bool>(), 0..12).prop_map(First::Keyword),
+            1 => "[a-z0-9]{1,3}".prop_map(First::Longer),
+            1 => "[A-Za-z]{0,8}".prop_map(First::Other),
+        ]
+    }
+
+    fn flip_case(word: &str, flips: &[bool]) -> String {
+        word.chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if flips.get(i).copied().unwrap_or(false) {
+                    if c.is_ascii_lowercase() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c.to_ascii_lowercase()
+                    }
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn generated_headers_follow_drf(
+            keyword in "[A-Za-z][A-Za-z0-9_-]{0,7}",
+            lead in ws(0),
+            first in first(),
+            parts in prop::collection::vec((ws(1), part()), 0..4),
+            trail in ws(0),
+        ) {
+            let (word, keyword_matches) = match &first {
+                First::Keyword(flips) => (flip_case(&keyword, flips), true),
+                First::Longer(suffix) => (format!("{keyword}{suffix}"), false),
+                First::Other(w) => (w.clone(), w.eq_ignore_ascii_case(&keyword)),
+            };
+            let mut header = format!("{lead}{word}");
+            for (sep, p) in &parts {
+                header.push_str(sep);
+                header.push_str(p);
+            }
+            header.push_str(&trail);
+
+            check(Some(&header), &keyword)?;
+
+            // What the header was built to give, independently of the model.
+            let expected = if word.is_empty() {
+                // No keyword at all: the first part (if any) is not it.
+                None
+            } else if !keyword_matches {
+                Some(Err(Error::NotAuthenticated))
+            } else {
+                Some(match parts.len() {
+                    0 => Err(Error::NoCredentials),
+                    1 => Ok(parts[0].1.as_str()),
+                    _ => Err(Error::TokenHasSpaces),
+                })
+            };
+            if let Some(expected) = expected {
+                prop_assert_eq!(parse_authorization(Some(&header), &keyword), expected);
+            }
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic_and_match_the_model(
+            header in any::<Option<String>>(),
+            keyword in any::<String>(),
+        ) {
+            check(header.as_deref(), &keyword)?;
+        }
+
+        #[test]
+        fn whitespace_heavy_strings_match_the_model(
+            header in "[ \t\n\r\u{b}\u{c}\u{1c}\u{85}\u{a0}TtOoKkEeNnx]{0,20}",
+        ) {
+            check(Some(&header), "Token")?;
+            check(Some(&header), "tOKEN")?;
+        }
+    }
 }

@@ -315,9 +315,9 @@ pub async fn guard_options_and_per_request_cache(db: TestDb) {
 pub async fn unserved_methods_get_405(db: TestDb) {
     let (client, token) = alice(&db, json!({})).await;
     let cases = [
-        ("/auth/login/", vec![Method::Get, Method::Put, Method::Delete, Method::Patch], "POST, OPTIONS"),
-        ("/auth/token/", vec![Method::Post, Method::Delete, Method::Patch], "GET, PUT, HEAD, OPTIONS"),
-        ("/auth/logout/", vec![Method::Put, Method::Delete, Method::Patch], "GET, POST, HEAD, OPTIONS"),
+        ("/auth/login/", vec![Method::Get, Method::Put, Method::Delete, Method::Patch, Method::Trace, Method::Connect], "POST, OPTIONS"),
+        ("/auth/token/", vec![Method::Post, Method::Delete, Method::Patch, Method::Trace, Method::Connect], "GET, PUT, HEAD, OPTIONS"),
+        ("/auth/logout/", vec![Method::Put, Method::Delete, Method::Patch, Method::Trace, Method::Connect], "GET, POST, HEAD, OPTIONS"),
     ];
     for (path, methods, allow) in cases {
         for method in methods {
@@ -410,10 +410,12 @@ pub async fn rotation_and_logout_switches(db: TestDb) {
     let (client, token) = alice(&db, json!({"allow_rotation": false, "allow_logout": false})).await;
     let res = client.put("/auth/token/").header(auth(&token)).dispatch().await;
     assert_eq!(res.status(), Status::MethodNotAllowed);
+    assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD, OPTIONS"));
     assert_eq!(body_json(res).await, json!({"detail": "Token rotation is disabled."}));
     for method in [Method::Get, Method::Post] {
         let res = client.req(method, "/auth/logout/").header(auth(&token)).dispatch().await;
         assert_eq!(res.status(), Status::MethodNotAllowed);
+        assert_eq!(res.headers().get_one("Allow"), Some("OPTIONS"));
         assert_eq!(body_json(res).await, json!({"detail": "Logout is disabled."}));
     }
     assert_eq!(check(&client, &token).await, Status::Ok);

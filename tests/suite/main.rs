@@ -8,10 +8,11 @@
 mod behaviour;
 mod cli;
 mod common;
+mod flood;
 mod launch;
 mod migrations;
 mod reliability;
-// mod openapi;
+mod openapi;
 
 /// Instantiates each named behaviour test for one backend.
 macro_rules! suite {
@@ -68,6 +69,8 @@ macro_rules! all_behaviour_tests {
             throttling_per_ip,
             throttling_can_be_turned_off,
             throttling_holds_across_instances,
+            cached_tokens_honour_revocations,
+            cache_respects_expiry_and_skips_the_database,
         );
     };
 }
