@@ -30,4 +30,4 @@ python3 bench/run.py
 
 echo
 echo "Micro-benchmark (criterion): the hot path that needs no database"
-cargo bench --quiet --bench hot_path -- --noplot 2>/dev/null | grep -E "^[a-z_/ ]+time:|time:" || true
+cargo bench --quiet --bench hot_path -- --noplot 2>&1 | grep -E "time:" || true
