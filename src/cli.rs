@@ -210,7 +210,9 @@ async fn serve() -> ExitCode {
 
 async fn admin(command: Command) -> Result<(), String> {
     let figment = rocket::Config::figment();
-    let at = AdvancedToken::connect(&figment).await.map_err(|e| e.to_string())?;
+    let at = AdvancedToken::connect(&figment)
+        .await
+        .map_err(|e| e.to_string())?;
     let result = run_admin(&at, command).await;
     at.close().await;
     result.map_err(|e| match e {

@@ -259,7 +259,10 @@ impl Config {
         for (name, value) in [
             ("max_tokens_per_user", u64::from(self.max_tokens_per_user)),
             ("login_max_failures", u64::from(self.login_max_failures)),
-            ("login_max_failures_per_ip", u64::from(self.login_max_failures_per_ip)),
+            (
+                "login_max_failures_per_ip",
+                u64::from(self.login_max_failures_per_ip),
+            ),
             ("login_failure_window", self.login_failure_window),
             ("token_cache_capacity", self.token_cache_capacity),
         ] {

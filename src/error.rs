@@ -173,9 +173,7 @@ impl fmt::Display for Error {
             Error::PayloadTooLarge => f.write_str("Request body is too large."),
             Error::MethodNotAllowed(_) => f.write_str("Method not allowed."),
             Error::Disabled(what, _) => f.write_str(what),
-            Error::Throttled(_) => {
-                f.write_str("Too many failed login attempts. Try again later.")
-            }
+            Error::Throttled(_) => f.write_str("Too many failed login attempts. Try again later."),
             Error::Unavailable => {
                 f.write_str("The authentication database is unavailable. Try again later.")
             }
@@ -242,7 +240,10 @@ mod tests {
     fn validation_body_is_an_object_of_lists() {
         let e = Error::Validation(vec![
             ("username".into(), vec!["This field is required.".into()]),
-            ("password".into(), vec!["This field may not be blank.".into()]),
+            (
+                "password".into(),
+                vec!["This field may not be blank.".into()],
+            ),
         ]);
         assert_eq!(
             e.body(),

@@ -97,7 +97,9 @@ impl<'r> FromRequest<'r> for AuthUser {
         match cached {
             Cached::Done(Ok(user)) => Outcome::Success(user.clone()),
             Cached::Done(Err(e)) => Outcome::Error((e.status(), e.clone())),
-            Cached::NotRun => Outcome::Error((Status::InternalServerError, Error::NotAuthenticated)),
+            Cached::NotRun => {
+                Outcome::Error((Status::InternalServerError, Error::NotAuthenticated))
+            }
         }
     }
 }

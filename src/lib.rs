@@ -113,15 +113,31 @@
 //!   device) and logout deletes all of the user's tokens, where DRF hands
 //!   the same stored token back.
 //! * Passwords: argon2id with OWASP's parameters (19 MiB, t=2, p=1) as PHC
-//!   strings, computed in `spawn_blocking` behind a semaphore
-//!   (`hash_concurrency`) so a login flood cannot exhaust memory or threads.
+//!   strings, computed off the async runtime on `hash_concurrency`
+//!   low-priority threads behind a semaphore, so a login flood can neither
+//!   exhaust memory nor starve other requests.
 //! * Login answers identically, after the same argon2 work, for unknown
 //!   users, wrong passwords and inactive users.
 //! * The login body is capped at `body_limit` (4 KiB by default).
+//! * Failed logins are throttled per username and per client IP (429 with
+//!   `Retry-After`, before any argon2 work); the counts live in the
+//!   database, so the limits hold across instances. Behind no proxy, set
+//!   Rocket's `ip_header = false` so clients cannot choose their IP.
+//!
+//! # Several instances and the token cache
+//!
+//! Instances that share one database share everything: tokens, throttling
+//! counts, revocations. Each keeps verified tokens in a bounded in-memory
+//! cache (`token_cache`, on by default) so the common guarded request makes
+//! no query; its own revocations evict at once, and revocations made
+//! elsewhere reach it within `token_cache_poll` (1 s) through a revocation
+//! counter in the database. `token_cache = false` checks every request
+//! against the database.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cache;
 mod cli;
 mod config;
 mod error;
@@ -144,3 +160,51 @@ pub use crate::token::parse_authorization;
 
 pub use rocket_db_pools;
 pub use sqlx;
+
+/// Entry points for `benches/hot_path.rs`; not part of the public API.
+#[doc(hidden)]
+pub mod __bench {
+    /// The SHA-256 hex digest the guard looks a token up by.
+    pub fn token_digest(token: &str) -> String {
+        crate::token::digest(token)
+    }
+
+    /// Whether a token has the shape the crate issues.
+    pub fn well_formed(token: &str) -> bool {
+        crate::token::well_formed(token)
+    }
+}
+
+/// Entry points for the fuzz targets in `fuzz/`; not part of the public API.
+#[doc(hidden)]
+pub mod __fuzz {
+    use crate::routes::Credentials;
+
+    /// Parses a login body as the login route would: `kind % 3` picks JSON (0),
+    /// form-urlencoded (1) or multipart (2, the body's first line being the
+    /// boundary); the error is the HTTP status code.
+    pub fn login_body(kind: u8, body: &[u8]) -> Result<(String, String), u16> {
+        let parsed = match kind % 3 {
+            0 => Credentials::from_json(body),
+            1 => Credentials::from_urlencoded(body),
+            _ => {
+                let (boundary, rest) = match body.iter().position(|&b| b == b'\n') {
+                    Some(i) => (&body[..i], &body[i + 1..]),
+                    None => (body, &[][..]),
+                };
+                let boundary = String::from_utf8_lossy(boundary);
+                if boundary.is_empty() {
+                    // The login route rejects an empty boundary before parsing.
+                    return Err(400);
+                }
+                rocket::tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .expect("a current-thread runtime")
+                    .block_on(Credentials::from_multipart(rest.to_vec(), &boundary))
+            }
+        };
+        parsed
+            .map(|c| (c.username, c.password))
+            .map_err(|e| e.status().code)
+    }
+}

@@ -76,7 +76,12 @@ fn hash_in(password: &[u8], area: &mut [Block]) -> Result<String, argon2::passwo
     let salt_bytes = salt.as_salt().decode_b64(&mut salt_buf)?;
     let mut out = [0u8; 32];
     let params = Params::default();
-    context().hash_password_into_with_memory(password, salt_bytes, &mut out, &mut area[..params.block_count()])?;
+    context().hash_password_into_with_memory(
+        password,
+        salt_bytes,
+        &mut out,
+        &mut area[..params.block_count()],
+    )?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -151,7 +156,11 @@ impl Hasher {
         F: FnOnce(&mut [Block]) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| Error::Unavailable)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable)?;
         self.operations.fetch_add(1, Ordering::Relaxed);
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move |area: &mut Vec<Block>| {
@@ -183,7 +192,11 @@ impl Hasher {
     /// Whether `password` matches `phc`. With `None` (no such user) it
     /// verifies against a dummy hash and returns `false`, taking the same
     /// time as a real check.
-    pub(crate) async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, Error> {
+    pub(crate) async fn verify(
+        &self,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<bool, Error> {
         self.run(move |area| match phc {
             Some(phc) => verify_in(password.as_bytes(), &phc, area),
             None => {
@@ -205,10 +218,16 @@ mod tests {
         let h = Hasher::new(2);
         let phc = h.hash("correct horse".into()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
-        assert!(h.verify("correct horse".into(), Some(phc.clone())).await.unwrap());
+        assert!(h
+            .verify("correct horse".into(), Some(phc.clone()))
+            .await
+            .unwrap());
         assert!(!h.verify("wrong".into(), Some(phc)).await.unwrap());
         assert!(!h.verify("correct horse".into(), None).await.unwrap());
-        assert!(!h.verify("x".into(), Some("not a phc".into())).await.unwrap());
+        assert!(!h
+            .verify("x".into(), Some("not a phc".into()))
+            .await
+            .unwrap());
     }
 
     #[rocket::async_test]
@@ -220,9 +239,16 @@ mod tests {
         assert!(Argon2::default().verify_password(b"pw", &parsed).is_ok());
         // ...and the crate's hashes, with other parameters too, verify with ours.
         let salt = SaltString::generate(&mut OsRng);
-        let theirs = Argon2::default().hash_password(b"pw", &salt).unwrap().to_string();
+        let theirs = Argon2::default()
+            .hash_password(b"pw", &salt)
+            .unwrap()
+            .to_string();
         assert!(h.verify("pw".into(), Some(theirs)).await.unwrap());
-        let big = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(32768, 1, 1, None).unwrap());
+        let big = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(32768, 1, 1, None).unwrap(),
+        );
         let bigger = big.hash_password(b"pw", &salt).unwrap().to_string();
         assert!(h.verify("pw".into(), Some(bigger.clone())).await.unwrap());
         assert!(!h.verify("pW".into(), Some(bigger)).await.unwrap());

@@ -39,8 +39,16 @@ pub fn routes() -> Vec<Route> {
     let mut all = routes![login, check_token, rotate_token, logout_get, logout_post];
     let paths: [(&str, &[Method], &'static str); 3] = [
         ("/login/<_..>", &[Method::Post], "POST, OPTIONS"),
-        ("/token/<_..>", &[Method::Get, Method::Put], "GET, PUT, HEAD, OPTIONS"),
-        ("/logout/<_..>", &[Method::Get, Method::Post], "GET, POST, HEAD, OPTIONS"),
+        (
+            "/token/<_..>",
+            &[Method::Get, Method::Put],
+            "GET, PUT, HEAD, OPTIONS",
+        ),
+        (
+            "/logout/<_..>",
+            &[Method::Get, Method::Post],
+            "GET, POST, HEAD, OPTIONS",
+        ),
     ];
     for (path, served, allow) in paths {
         for method in [
@@ -53,10 +61,24 @@ pub fn routes() -> Vec<Route> {
             Method::Connect,
         ] {
             if !served.contains(&method) {
-                all.push(Route::new(method, path, Other { allow, options: false }));
+                all.push(Route::new(
+                    method,
+                    path,
+                    Other {
+                        allow,
+                        options: false,
+                    },
+                ));
             }
         }
-        all.push(Route::new(Method::Options, path, Other { allow, options: true }));
+        all.push(Route::new(
+            Method::Options,
+            path,
+            Other {
+                allow,
+                options: true,
+            },
+        ));
     }
     all
 }
@@ -98,7 +120,10 @@ async fn login(
 
 /// `GET token/`: is my token valid, and whose is it.
 #[get("/token/<_..>")]
-async fn check_token(_path: ExactPath, user: Result<AuthUser, Error>) -> Result<Json<Value>, Error> {
+async fn check_token(
+    _path: ExactPath,
+    user: Result<AuthUser, Error>,
+) -> Result<Json<Value>, Error> {
     let user = user?;
     Ok(Json(json!({ "username": user.username })))
 }
@@ -213,7 +238,11 @@ impl Credentials {
                 Field::Null => Err(NULL),
                 Field::NotString => Err(NOT_STRING),
                 Field::Text(s) => {
-                    let s = if trim { s.trim_matches(is_py_space).to_owned() } else { s };
+                    let s = if trim {
+                        s.trim_matches(is_py_space).to_owned()
+                    } else {
+                        s
+                    };
                     if s.is_empty() {
                         Err(BLANK)
                     } else {
@@ -254,7 +283,9 @@ impl Credentials {
             };
             return Err(Error::Validation(vec![(
                 "non_field_errors".into(),
-                vec![format!("Invalid data. Expected a dictionary, but got {kind}.")],
+                vec![format!(
+                    "Invalid data. Expected a dictionary, but got {kind}."
+                )],
             )]));
         };
         let field = |name: &str| match map.get(name) {
@@ -281,7 +312,10 @@ impl Credentials {
     }
 
     /// Parses a `multipart/form-data` body. File parts are not fields.
-    pub(crate) async fn from_multipart(bytes: Vec<u8>, boundary: &str) -> Result<Credentials, Error> {
+    pub(crate) async fn from_multipart(
+        bytes: Vec<u8>,
+        boundary: &str,
+    ) -> Result<Credentials, Error> {
         let bad = |e: multer::Error| Error::BadRequest(format!("Multipart form parse error - {e}"));
         let mut form = multer::Multipart::with_reader(std::io::Cursor::new(bytes), boundary);
         let (mut username, mut password) = (Field::Missing, Field::Missing);
@@ -338,7 +372,11 @@ impl<'r> FromData<'r> for Credentials {
         let bytes = match data.open(limit).into_bytes().await {
             Ok(b) if b.is_complete() => b.into_inner(),
             Ok(_) => return fail(Error::PayloadTooLarge),
-            Err(e) => return fail(Error::BadRequest(format!("Could not read the request body: {e}"))),
+            Err(e) => {
+                return fail(Error::BadRequest(format!(
+                    "Could not read the request body: {e}"
+                )))
+            }
         };
 
         let parsed = match kind {
@@ -373,26 +411,48 @@ mod tests {
     #[test]
     fn json_field_errors() {
         let e = Credentials::from_json(b"{}").unwrap_err();
-        assert_eq!(fields(e), json!({"username": [REQUIRED], "password": [REQUIRED]}));
+        assert_eq!(
+            fields(e),
+            json!({"username": [REQUIRED], "password": [REQUIRED]})
+        );
         let e = Credentials::from_json(br#"{"username": "", "password": 5}"#).unwrap_err();
-        assert_eq!(fields(e), json!({"username": [BLANK], "password": [NOT_STRING]}));
+        assert_eq!(
+            fields(e),
+            json!({"username": [BLANK], "password": [NOT_STRING]})
+        );
         let e = Credentials::from_json(br#"{"username": null, "password": "x"}"#).unwrap_err();
         assert_eq!(fields(e), json!({"username": [NULL]}));
         let e = Credentials::from_json(br#"[1, 2]"#).unwrap_err();
         assert_eq!(e.status(), Status::BadRequest);
-        assert!(e.body()["non_field_errors"][0].as_str().unwrap().contains("list"));
+        assert!(e.body()["non_field_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("list"));
         let e = Credentials::from_json(b"{\"username\": \"\xff\"}").unwrap_err();
         assert_eq!(e.status(), Status::BadRequest);
         let e = Credentials::from_json(b"{").unwrap_err();
-        assert!(e.body()["detail"].as_str().unwrap().starts_with("JSON parse error"));
+        assert!(e.body()["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("JSON parse error"));
     }
 
     #[test]
     fn urlencoded() {
-        let c = Credentials::from_urlencoded(b"username=al%20ice&password=p%26w&username=bob").unwrap();
-        assert_eq!(c, Credentials { username: "bob".into(), password: "p&w".into() });
+        let c =
+            Credentials::from_urlencoded(b"username=al%20ice&password=p%26w&username=bob").unwrap();
+        assert_eq!(
+            c,
+            Credentials {
+                username: "bob".into(),
+                password: "p&w".into()
+            }
+        );
         let e = Credentials::from_urlencoded(b"username=&x=1").unwrap_err();
-        assert_eq!(fields(e), json!({"username": [BLANK], "password": [REQUIRED]}));
+        assert_eq!(
+            fields(e),
+            json!({"username": [BLANK], "password": [REQUIRED]})
+        );
         assert!(Credentials::from_urlencoded(b"username=\xff\xfe&password=\x00").is_ok());
     }
 
@@ -400,9 +460,19 @@ mod tests {
     async fn multipart() {
         let body = "--XX\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nalice\r\n\
                     --XX\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nsecret\r\n--XX--\r\n";
-        let c = Credentials::from_multipart(body.as_bytes().to_vec(), "XX").await.unwrap();
-        assert_eq!(c, Credentials { username: "alice".into(), password: "secret".into() });
-        let e = Credentials::from_multipart(b"garbage".to_vec(), "XX").await.unwrap_err();
+        let c = Credentials::from_multipart(body.as_bytes().to_vec(), "XX")
+            .await
+            .unwrap();
+        assert_eq!(
+            c,
+            Credentials {
+                username: "alice".into(),
+                password: "secret".into()
+            }
+        );
+        let e = Credentials::from_multipart(b"garbage".to_vec(), "XX")
+            .await
+            .unwrap_err();
         assert_eq!(e.status(), Status::BadRequest);
     }
 

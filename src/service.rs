@@ -117,7 +117,11 @@ impl AdvancedToken {
 
     /// Opens the database; `serve` adds the token cache (if configured) and
     /// its revocation poll.
-    pub(crate) async fn open(figment: &Figment, clock: Option<Clock>, serve: bool) -> Result<AdvancedToken, Error> {
+    pub(crate) async fn open(
+        figment: &Figment,
+        clock: Option<Clock>,
+        serve: bool,
+    ) -> Result<AdvancedToken, Error> {
         let config = Config::from_figment(figment).map_err(Error::Config)?;
 
         let workers: usize = figment
@@ -153,7 +157,10 @@ impl AdvancedToken {
             )));
         }
         let cache = (serve && config.token_cache).then(|| {
-            TokenCache::new(config.token_cache_capacity, Duration::from_secs_f64(config.token_cache_poll))
+            TokenCache::new(
+                config.token_cache_capacity,
+                Duration::from_secs_f64(config.token_cache_poll),
+            )
         });
         let at = AdvancedToken {
             inner: Arc::new(Inner {
@@ -177,7 +184,9 @@ impl AdvancedToken {
     /// background, dropping the cache whenever it moved. The task ends when
     /// the last handle is dropped.
     async fn start_revocation_poll(&self) {
-        let Some(cache) = &self.inner.cache else { return };
+        let Some(cache) = &self.inner.cache else {
+            return;
+        };
         let mut last = self.bounded(self.store().revocation_counter()).await.ok();
         if last.is_some() {
             cache.mark_fresh();
@@ -247,7 +256,9 @@ impl AdvancedToken {
     }
 
     fn expiry_from(&self, now: i64) -> Option<i64> {
-        self.config().token_ttl.map(|ttl| now.saturating_add(ttl as i64))
+        self.config()
+            .token_ttl
+            .map(|ttl| now.saturating_add(ttl as i64))
     }
 
     // ----- users -----------------------------------------------------------
@@ -349,7 +360,12 @@ impl AdvancedToken {
     /// [`AdvancedToken::login()`] for a request from `ip`: failures also
     /// count against the IP's limit. This is what `POST login/` calls, with
     /// Rocket's `client_ip()`.
-    pub async fn login_from(&self, username: &str, password: &str, ip: Option<IpAddr>) -> Result<String, Error> {
+    pub async fn login_from(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<String, Error> {
         let cfg = self.config();
         if !cfg.login_throttle {
             return self.check_password_and_issue(username, password).await;
@@ -359,7 +375,11 @@ impl AdvancedToken {
         let now = self.now();
         let window = cfg.login_failure_window as i64;
         let (by_user, by_ip) = self
-            .bounded(self.store().login_failures(&user_key, ip_key.as_deref().unwrap_or(""), now - window))
+            .bounded(self.store().login_failures(
+                &user_key,
+                ip_key.as_deref().unwrap_or(""),
+                now - window,
+            ))
             .await?;
         let mut retry_after = 0;
         if by_user.count >= i64::from(cfg.login_max_failures) {
@@ -374,8 +394,11 @@ impl AdvancedToken {
         match self.check_password_and_issue(username, password).await {
             Err(Error::LoginFailed) => {
                 let now = self.now();
-                self.bounded(self.store().record_login_failure(&user_key, ip_key.as_deref(), now))
-                    .await?;
+                self.bounded(
+                    self.store()
+                        .record_login_failure(&user_key, ip_key.as_deref(), now),
+                )
+                .await?;
                 let last = self.inner.last_prune.load(Ordering::Relaxed);
                 if now - last >= PRUNE_INTERVAL
                     && self
@@ -384,13 +407,15 @@ impl AdvancedToken {
                         .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                         .is_ok()
                 {
-                    self.bounded(self.store().prune_login_failures(now - window)).await?;
+                    self.bounded(self.store().prune_login_failures(now - window))
+                        .await?;
                 }
                 Err(Error::LoginFailed)
             }
             Ok(token) => {
                 if by_user.count > 0 {
-                    self.bounded(self.store().clear_user_failures(&user_key)).await?;
+                    self.bounded(self.store().clear_user_failures(&user_key))
+                        .await?;
                 }
                 Ok(token)
             }
@@ -398,7 +423,11 @@ impl AdvancedToken {
         }
     }
 
-    async fn check_password_and_issue(&self, username: &str, password: &str) -> Result<String, Error> {
+    async fn check_password_and_issue(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<String, Error> {
         let row = if username.chars().count() <= MAX_USERNAME_CHARS {
             self.bounded(self.store().find_login(username)).await?
         } else {
@@ -465,7 +494,8 @@ impl AdvancedToken {
             .await?
             .ok_or(Error::InvalidToken)?;
         if row.expires_at.is_some_and(|at| at <= now) {
-            self.bounded(self.store().delete_token(row.token_id)).await?;
+            self.bounded(self.store().delete_token(row.token_id))
+                .await?;
             if let Some(c) = cache {
                 c.invalidate(&digest);
             }
@@ -512,10 +542,16 @@ impl AdvancedToken {
     /// get [`Error::InvalidToken`].
     pub async fn rotate(&self, user: &AuthUser) -> Result<String, Error> {
         if !self.config().allow_rotation {
-            return Err(Error::Disabled("Token rotation is disabled.", "GET, HEAD, OPTIONS"));
+            return Err(Error::Disabled(
+                "Token rotation is disabled.",
+                "GET, HEAD, OPTIONS",
+            ));
         }
         if user.rotation_locked {
-            return Err(Error::Disabled("Token rotation is locked for this user.", "GET, HEAD, OPTIONS"));
+            return Err(Error::Disabled(
+                "Token rotation is locked for this user.",
+                "GET, HEAD, OPTIONS",
+            ));
         }
         let token = token::generate();
         let now = self.now();
@@ -572,14 +608,19 @@ impl AdvancedToken {
 
 fn validate_username(username: &str) -> Result<(), Error> {
     if username.is_empty() {
-        return Err(Error::InvalidInput("The username must not be empty.".into()));
+        return Err(Error::InvalidInput(
+            "The username must not be empty.".into(),
+        ));
     }
     if username.chars().count() > MAX_USERNAME_CHARS {
         return Err(Error::InvalidInput(format!(
             "The username must be at most {MAX_USERNAME_CHARS} characters."
         )));
     }
-    if username.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if username
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(Error::InvalidInput(
             "The username must not contain whitespace or control characters.".into(),
         ));
@@ -589,7 +630,9 @@ fn validate_username(username: &str) -> Result<(), Error> {
 
 fn validate_password(password: &str) -> Result<(), Error> {
     if password.is_empty() {
-        return Err(Error::InvalidInput("The password must not be empty.".into()));
+        return Err(Error::InvalidInput(
+            "The password must not be empty.".into(),
+        ));
     }
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(Error::InvalidInput(format!(

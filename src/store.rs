@@ -16,7 +16,9 @@ use sqlx::{Executor, Row};
 use crate::Error;
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
-compile_error!("rocket_advanced_token needs at least one of the features `sqlite`, `postgres`, `mysql`");
+compile_error!(
+    "rocket_advanced_token needs at least one of the features `sqlite`, `postgres`, `mysql`"
+);
 
 /// The crate's connection pool: one of sqlx's native pools, chosen at launch
 /// by the scheme of `databases.advanced_token.url`.
@@ -143,7 +145,13 @@ pub(crate) fn redact_url(url: &str) -> String {
             } else {
                 user.to_owned()
             };
-            format!("{}{}@{}{}", &url[..start], masked, &authority[at + 1..], &url[authority_end..])
+            format!(
+                "{}{}@{}{}",
+                &url[..start],
+                masked,
+                &authority[at + 1..],
+                &url[authority_end..]
+            )
         }
         None => url.to_owned(),
     }
@@ -255,11 +263,17 @@ impl rocket_db_pools::Pool for DbPool {
     async fn get(&self) -> Result<Self::Connection, Self::Error> {
         let conn = match self {
             #[cfg(feature = "sqlite")]
-            DbPool::Sqlite(p) => DbConnection::Sqlite(p.acquire().await.map_err(rocket_db_pools::Error::Get)?),
+            DbPool::Sqlite(p) => {
+                DbConnection::Sqlite(p.acquire().await.map_err(rocket_db_pools::Error::Get)?)
+            }
             #[cfg(feature = "postgres")]
-            DbPool::Postgres(p) => DbConnection::Postgres(p.acquire().await.map_err(rocket_db_pools::Error::Get)?),
+            DbPool::Postgres(p) => {
+                DbConnection::Postgres(p.acquire().await.map_err(rocket_db_pools::Error::Get)?)
+            }
             #[cfg(feature = "mysql")]
-            DbPool::MySql(p) => DbConnection::MySql(p.acquire().await.map_err(rocket_db_pools::Error::Get)?),
+            DbPool::MySql(p) => {
+                DbConnection::MySql(p.acquire().await.map_err(rocket_db_pools::Error::Get)?)
+            }
         };
         Ok(conn)
     }
@@ -329,11 +343,13 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+#[cfg(feature = "mysql")]
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// One migration: a version, a name, and its SQL for each backend.
+#[allow(dead_code)] // only the compiled-in backends' SQL is read
 struct Migration {
     version: i64,
     description: &'static str,
@@ -382,7 +398,10 @@ macro_rules! retry {
                 Err(e) if is_retryable(&e) && tries < 8 => {
                     tries += 1;
                     let jitter = rand::random::<u64>() % 10;
-                    rocket::tokio::time::sleep(Duration::from_millis((2u64 << tries.min(6)) + jitter)).await;
+                    rocket::tokio::time::sleep(Duration::from_millis(
+                        (2u64 << tries.min(6)) + jitter,
+                    ))
+                    .await;
                 }
                 other => break other,
             }
@@ -394,7 +413,10 @@ macro_rules! retry {
 /// SQLite BUSY (5) / BUSY_SNAPSHOT (517).
 fn is_retryable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("1213" | "40001" | "40P01" | "5" | "517")),
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("1213" | "40001" | "40P01" | "5" | "517")
+        ),
         _ => false,
     }
 }
@@ -445,7 +467,8 @@ impl Store {
             DbPool::Postgres(p) => {
                 let mut conn = p.acquire().await?;
                 // Any fixed 64-bit key: "advtoken" in ASCII.
-                conn.execute("SELECT pg_advisory_lock(7018141436911857262)").await?;
+                conn.execute("SELECT pg_advisory_lock(7018141436911857262)")
+                    .await?;
                 let result: Result<(), sqlx::Error> = async {
                     conn.execute(
                         "CREATE TABLE IF NOT EXISTS advanced_token_migrations (
@@ -472,13 +495,15 @@ impl Store {
                     Ok(())
                 }
                 .await;
-                conn.execute("SELECT pg_advisory_unlock(7018141436911857262)").await?;
+                conn.execute("SELECT pg_advisory_unlock(7018141436911857262)")
+                    .await?;
                 result
             }
             #[cfg(feature = "mysql")]
             DbPool::MySql(p) => {
                 let mut conn = p.acquire().await?;
-                conn.execute("SELECT GET_LOCK('advanced_token_migrate', 60)").await?;
+                conn.execute("SELECT GET_LOCK('advanced_token_migrate', 60)")
+                    .await?;
                 let result: Result<(), sqlx::Error> = async {
                     conn.execute(
                         "CREATE TABLE IF NOT EXISTS advanced_token_migrations (
@@ -506,7 +531,8 @@ impl Store {
                     Ok(())
                 }
                 .await;
-                conn.execute("SELECT RELEASE_LOCK('advanced_token_migrate')").await?;
+                conn.execute("SELECT RELEASE_LOCK('advanced_token_migrate')")
+                    .await?;
                 result
             }
         }
@@ -519,7 +545,12 @@ impl Store {
     /// PostgreSQL use `ON CONFLICT DO NOTHING` rather than a failing INSERT:
     /// sqlx 0.7's SQLite driver was seen to re-run a statement that failed
     /// with a constraint violation once the connection was next used.
-    pub(crate) async fn create_user(&self, username: &str, hash: &str, now: i64) -> Result<i64, Error> {
+    pub(crate) async fn create_user(
+        &self,
+        username: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<i64, Error> {
         let inserted = match &self.pool {
             #[cfg(feature = "mysql")]
             DbPool::MySql(p) => {
@@ -551,32 +582,38 @@ impl Store {
         if !inserted {
             return Err(Error::UsernameTaken(username.to_owned()));
         }
-        self.user_id(username).await?.ok_or_else(|| Error::UnknownUser(username.to_owned()))
+        self.user_id(username)
+            .await?
+            .ok_or_else(|| Error::UnknownUser(username.to_owned()))
     }
 
     pub(crate) async fn user_id(&self, username: &str) -> Result<Option<i64>, Error> {
         Ok(on_pool!(&self.pool, |p, q| {
-            sqlx::query_scalar(&q("SELECT id FROM advanced_token_users WHERE username = $1"))
-                .bind(username)
-                .fetch_optional(p)
-                .await?
+            sqlx::query_scalar(&q(
+                "SELECT id FROM advanced_token_users WHERE username = $1",
+            ))
+            .bind(username)
+            .fetch_optional(p)
+            .await?
         }))
     }
 
     pub(crate) async fn find_login(&self, username: &str) -> Result<Option<LoginRow>, Error> {
         Ok(on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("SELECT id, password_hash, is_active FROM advanced_token_users WHERE username = $1"))
-                .bind(username)
-                .fetch_optional(p)
-                .await?
-                .map(|row| -> Result<LoginRow, sqlx::Error> {
-                    Ok(LoginRow {
-                        id: row.try_get(0)?,
-                        password_hash: row.try_get(1)?,
-                        is_active: row.try_get(2)?,
-                    })
+            sqlx::query(&q(
+                "SELECT id, password_hash, is_active FROM advanced_token_users WHERE username = $1",
+            ))
+            .bind(username)
+            .fetch_optional(p)
+            .await?
+            .map(|row| -> Result<LoginRow, sqlx::Error> {
+                Ok(LoginRow {
+                    id: row.try_get(0)?,
+                    password_hash: row.try_get(1)?,
+                    is_active: row.try_get(2)?,
                 })
-                .transpose()?
+            })
+            .transpose()?
         }))
     }
 
@@ -585,12 +622,14 @@ impl Store {
     pub(crate) async fn set_password(&self, username: &str, hash: &str) -> Result<u64, Error> {
         on_pool!(&self.pool, |p, q| {
             let mut tx = p.begin().await?;
-            let updated = sqlx::query(&q("UPDATE advanced_token_users SET password_hash = $1 WHERE username = $2"))
-                .bind(hash)
-                .bind(username)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let updated = sqlx::query(&q(
+                "UPDATE advanced_token_users SET password_hash = $1 WHERE username = $2",
+            ))
+            .bind(hash)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             if updated == 0 {
                 return Err(Error::UnknownUser(username.to_owned()));
             }
@@ -608,12 +647,14 @@ impl Store {
     pub(crate) async fn set_active(&self, username: &str, active: bool) -> Result<(), Error> {
         let n = on_pool!(&self.pool, |p, q| {
             let mut tx = p.begin().await?;
-            let n = sqlx::query(&q("UPDATE advanced_token_users SET is_active = $1 WHERE username = $2"))
-                .bind(active)
-                .bind(username)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let n = sqlx::query(&q(
+                "UPDATE advanced_token_users SET is_active = $1 WHERE username = $2",
+            ))
+            .bind(active)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             sqlx::query(BUMP).execute(&mut *tx).await?;
             tx.commit().await?;
             n
@@ -621,15 +662,21 @@ impl Store {
         self.found(n, username).await
     }
 
-    pub(crate) async fn set_rotation_locked(&self, username: &str, locked: bool) -> Result<(), Error> {
+    pub(crate) async fn set_rotation_locked(
+        &self,
+        username: &str,
+        locked: bool,
+    ) -> Result<(), Error> {
         let n = on_pool!(&self.pool, |p, q| {
             let mut tx = p.begin().await?;
-            let n = sqlx::query(&q("UPDATE advanced_token_users SET rotation_locked = $1 WHERE username = $2"))
-                .bind(locked)
-                .bind(username)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let n = sqlx::query(&q(
+                "UPDATE advanced_token_users SET rotation_locked = $1 WHERE username = $2",
+            ))
+            .bind(locked)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
             sqlx::query(BUMP).execute(&mut *tx).await?;
             tx.commit().await?;
             n
@@ -746,38 +793,47 @@ impl Store {
     /// The token with this digest and its user: the guard's one query.
     pub(crate) async fn find_token(&self, digest: &str) -> Result<Option<TokenRow>, Error> {
         Ok(on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("SELECT t.id, t.user_id, u.username, u.is_active, u.rotation_locked, \
+            sqlx::query(&q(
+                "SELECT t.id, t.user_id, u.username, u.is_active, u.rotation_locked, \
                 t.created_at, t.last_used_at, t.expires_at \
                 FROM advanced_token_tokens t JOIN advanced_token_users u ON u.id = t.user_id \
-                WHERE t.digest = $1"))
-                .bind(digest)
-                .fetch_optional(p)
-                .await?
-                .map(|row| -> Result<TokenRow, sqlx::Error> {
-                    Ok(TokenRow {
-                        token_id: row.try_get(0)?,
-                        user_id: row.try_get(1)?,
-                        username: row.try_get(2)?,
-                        is_active: row.try_get(3)?,
-                        rotation_locked: row.try_get(4)?,
-                        created_at: row.try_get(5)?,
-                        last_used_at: row.try_get(6)?,
-                        expires_at: row.try_get(7)?,
-                    })
+                WHERE t.digest = $1",
+            ))
+            .bind(digest)
+            .fetch_optional(p)
+            .await?
+            .map(|row| -> Result<TokenRow, sqlx::Error> {
+                Ok(TokenRow {
+                    token_id: row.try_get(0)?,
+                    user_id: row.try_get(1)?,
+                    username: row.try_get(2)?,
+                    is_active: row.try_get(3)?,
+                    rotation_locked: row.try_get(4)?,
+                    created_at: row.try_get(5)?,
+                    last_used_at: row.try_get(6)?,
+                    expires_at: row.try_get(7)?,
                 })
-                .transpose()?
+            })
+            .transpose()?
         }))
     }
 
     /// Records a use: `last_used_at` and, with sliding expiry, the new expiry.
-    pub(crate) async fn touch_token(&self, token_id: i64, now: i64, expires_at: Option<i64>) -> Result<(), Error> {
+    pub(crate) async fn touch_token(
+        &self,
+        token_id: i64,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<(), Error> {
         on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("UPDATE advanced_token_tokens SET last_used_at = $1, expires_at = $2 WHERE id = $3"))
-                .bind(now)
-                .bind(expires_at)
-                .bind(token_id)
-                .execute(p)
-                .await?;
+            sqlx::query(&q(
+                "UPDATE advanced_token_tokens SET last_used_at = $1, expires_at = $2 WHERE id = $3",
+            ))
+            .bind(now)
+            .bind(expires_at)
+            .bind(token_id)
+            .execute(p)
+            .await?;
         });
         Ok(())
     }
@@ -830,25 +886,30 @@ impl Store {
     /// Deletes every token of one user.
     pub(crate) async fn delete_user_tokens(&self, user_id: i64) -> Result<u64, Error> {
         Ok(on_pool!(&self.pool, |p, q| {
-            retry!(async {
-            let mut tx = p.begin().await?;
-            let n = sqlx::query(&q("DELETE FROM advanced_token_tokens WHERE user_id = $1"))
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            sqlx::query(BUMP).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok::<u64, sqlx::Error>(n)
-            }
-            .await)?
+            retry!(
+                async {
+                    let mut tx = p.begin().await?;
+                    let n = sqlx::query(&q("DELETE FROM advanced_token_tokens WHERE user_id = $1"))
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    sqlx::query(BUMP).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok::<u64, sqlx::Error>(n)
+                }
+                .await
+            )?
         }))
     }
 
     pub(crate) async fn delete_all_tokens(&self) -> Result<u64, Error> {
         Ok(on_pool!(&self.pool, |p, _q| {
             let mut tx = p.begin().await?;
-            let n = sqlx::query("DELETE FROM advanced_token_tokens").execute(&mut *tx).await?.rows_affected();
+            let n = sqlx::query("DELETE FROM advanced_token_tokens")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             sqlx::query(BUMP).execute(&mut *tx).await?;
             tx.commit().await?;
             n
@@ -878,11 +939,13 @@ impl Store {
 
     pub(crate) async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, Error> {
         Ok(on_pool!(&self.pool, |p, q| {
-            let rows = sqlx::query(&q("SELECT id, created_at, last_used_at, expires_at FROM advanced_token_tokens \
-                WHERE user_id = $1 ORDER BY id"))
-                .bind(user_id)
-                .fetch_all(p)
-                .await?;
+            let rows = sqlx::query(&q(
+                "SELECT id, created_at, last_used_at, expires_at FROM advanced_token_tokens \
+                WHERE user_id = $1 ORDER BY id",
+            ))
+            .bind(user_id)
+            .fetch_all(p)
+            .await?;
             rows.iter()
                 .map(|row| -> Result<TokenInfo, sqlx::Error> {
                     Ok(TokenInfo {
@@ -915,17 +978,19 @@ impl Store {
         since: i64,
     ) -> Result<(Failures, Failures), Error> {
         let rows: Vec<(String, i64, Option<i64>)> = on_pool!(&self.pool, |p, q| {
-            sqlx::query_as(&q("SELECT 'user', COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
+            sqlx::query_as(&q(
+                "SELECT 'user', COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
                 WHERE scope = 'user' AND subject = $1 AND failed_at > $2 \
                 UNION ALL \
                 SELECT 'ip', COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
-                WHERE scope = 'ip' AND subject = $3 AND failed_at > $4"))
-                .bind(user)
-                .bind(since)
-                .bind(ip)
-                .bind(since)
-                .fetch_all(p)
-                .await?
+                WHERE scope = 'ip' AND subject = $3 AND failed_at > $4",
+            ))
+            .bind(user)
+            .bind(since)
+            .bind(ip)
+            .bind(since)
+            .fetch_all(p)
+            .await?
         });
         let mut out = (Failures::default(), Failures::default());
         for (scope, count, oldest) in rows {
@@ -940,23 +1005,36 @@ impl Store {
     }
 
     /// Records one failed login for a username digest and, if known, an IP.
-    pub(crate) async fn record_login_failure(&self, user: &str, ip: Option<&str>, now: i64) -> Result<(), Error> {
+    pub(crate) async fn record_login_failure(
+        &self,
+        user: &str,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<(), Error> {
         on_pool!(&self.pool, |p, q| {
             match ip {
-                Some(ip) => sqlx::query(&q("INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                    VALUES ('user', $1, $2), ('ip', $3, $4)"))
+                Some(ip) => {
+                    sqlx::query(&q(
+                        "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+                    VALUES ('user', $1, $2), ('ip', $3, $4)",
+                    ))
                     .bind(user)
                     .bind(now)
                     .bind(ip)
                     .bind(now)
                     .execute(p)
-                    .await?,
-                None => sqlx::query(&q("INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                    VALUES ('user', $1, $2)"))
+                    .await?
+                }
+                None => {
+                    sqlx::query(&q(
+                        "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+                    VALUES ('user', $1, $2)",
+                    ))
                     .bind(user)
                     .bind(now)
                     .execute(p)
-                    .await?,
+                    .await?
+                }
             };
         });
         Ok(())
@@ -965,10 +1043,12 @@ impl Store {
     /// Forgets a username's failures (after a successful login).
     pub(crate) async fn clear_user_failures(&self, user: &str) -> Result<(), Error> {
         on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("DELETE FROM advanced_token_login_failures WHERE scope = 'user' AND subject = $1"))
-                .bind(user)
-                .execute(p)
-                .await?;
+            sqlx::query(&q(
+                "DELETE FROM advanced_token_login_failures WHERE scope = 'user' AND subject = $1",
+            ))
+            .bind(user)
+            .execute(p)
+            .await?;
         });
         Ok(())
     }
@@ -976,11 +1056,13 @@ impl Store {
     /// Deletes failures that have left every window.
     pub(crate) async fn prune_login_failures(&self, before: i64) -> Result<u64, Error> {
         Ok(on_pool!(&self.pool, |p, q| {
-            sqlx::query(&q("DELETE FROM advanced_token_login_failures WHERE failed_at <= $1"))
-                .bind(before)
-                .execute(p)
-                .await?
-                .rows_affected()
+            sqlx::query(&q(
+                "DELETE FROM advanced_token_login_failures WHERE failed_at <= $1",
+            ))
+            .bind(before)
+            .execute(p)
+            .await?
+            .rows_affected()
         }))
     }
 }
@@ -1003,7 +1085,10 @@ mod tests {
     fn backend_by_scheme() {
         assert_eq!(Backend::of_url("sqlite://x.db"), Some(Backend::Sqlite));
         assert_eq!(Backend::of_url("sqlite::memory:"), Some(Backend::Sqlite));
-        assert_eq!(Backend::of_url("postgresql://h/db"), Some(Backend::Postgres));
+        assert_eq!(
+            Backend::of_url("postgresql://h/db"),
+            Some(Backend::Postgres)
+        );
         assert_eq!(Backend::of_url("postgres://h/db"), Some(Backend::Postgres));
         assert_eq!(Backend::of_url("mariadb://h/db"), Some(Backend::MySql));
         assert_eq!(Backend::of_url("MySQL://h/db"), Some(Backend::MySql));
@@ -1013,9 +1098,21 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://bob:hunter2@db.example:5432/app"), "postgres://bob:***@db.example:5432/app");
-        assert_eq!(redact_url("mysql://root@127.0.0.1/test"), "mysql://root@127.0.0.1/test");
-        assert_eq!(redact_url("postgres://u:p@ss@h/db?x=1"), "postgres://u:***@h/db?x=1");
-        assert_eq!(redact_url("sqlite://a.db?mode=rwc"), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            redact_url("postgres://bob:hunter2@db.example:5432/app"),
+            "postgres://bob:***@db.example:5432/app"
+        );
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1/test"),
+            "mysql://root@127.0.0.1/test"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@h/db?x=1"),
+            "postgres://u:***@h/db?x=1"
+        );
+        assert_eq!(
+            redact_url("sqlite://a.db?mode=rwc"),
+            "sqlite://a.db?mode=rwc"
+        );
     }
 }

@@ -40,7 +40,10 @@ fn hex(bytes: &[u8]) -> String {
 /// Whether `token` could have been issued by [`generate`]. Anything else is
 /// answered "Invalid token." without asking the database.
 pub(crate) fn well_formed(token: &str) -> bool {
-    token.len() == TOKEN_LEN && token.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    token.len() == TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Python's `bytes.split()` separators, which DRF splits the header on.
@@ -103,14 +106,35 @@ mod tests {
         assert_eq!(parse_authorization(Some(&h), "Token"), Ok(t.as_str()));
         let h = format!("token\t {t}  ");
         assert_eq!(parse_authorization(Some(&h), "Token"), Ok(t.as_str()));
-        assert_eq!(parse_authorization(None, "Token"), Err(Error::NotAuthenticated));
-        assert_eq!(parse_authorization(Some(""), "Token"), Err(Error::NotAuthenticated));
-        assert_eq!(parse_authorization(Some("Bearer x"), "Token"), Err(Error::NotAuthenticated));
-        assert_eq!(parse_authorization(Some("Token"), "Token"), Err(Error::NoCredentials));
-        assert_eq!(parse_authorization(Some("Token   "), "Token"), Err(Error::NoCredentials));
-        assert_eq!(parse_authorization(Some("Token a b"), "Token"), Err(Error::TokenHasSpaces));
+        assert_eq!(
+            parse_authorization(None, "Token"),
+            Err(Error::NotAuthenticated)
+        );
+        assert_eq!(
+            parse_authorization(Some(""), "Token"),
+            Err(Error::NotAuthenticated)
+        );
+        assert_eq!(
+            parse_authorization(Some("Bearer x"), "Token"),
+            Err(Error::NotAuthenticated)
+        );
+        assert_eq!(
+            parse_authorization(Some("Token"), "Token"),
+            Err(Error::NoCredentials)
+        );
+        assert_eq!(
+            parse_authorization(Some("Token   "), "Token"),
+            Err(Error::NoCredentials)
+        );
+        assert_eq!(
+            parse_authorization(Some("Token a b"), "Token"),
+            Err(Error::TokenHasSpaces)
+        );
         assert_eq!(parse_authorization(Some("BEARER x"), "Bearer"), Ok("x"));
-        assert_eq!(parse_authorization(Some("Tokens x"), "Token"), Err(Error::NotAuthenticated));
+        assert_eq!(
+            parse_authorization(Some("Tokens x"), "Token"),
+            Err(Error::NotAuthenticated)
+        );
     }
 
     // ----- property tests ---------------------------------------------------

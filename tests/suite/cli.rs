@@ -19,15 +19,27 @@ fn cli(db: &TestDb, settings: &str, args: &[&str], stdin: Option<&str>) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_advanced-token"));
     cmd.args(args)
         .current_dir(dir.path())
-        .env("ROCKET_DATABASES", format!("{{advanced_token={{url=\"{}\"}}}}", db.url))
+        .env(
+            "ROCKET_DATABASES",
+            format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
+        )
         .env("ROCKET_ADVANCED_TOKEN", settings)
         .env("ROCKET_LOG_LEVEL", "critical")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("run advanced-token");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     Run {
@@ -43,37 +55,87 @@ pub fn run_cli_ok(db: &TestDb, args: &[&str]) -> String {
 }
 
 fn ok(run: Run) -> String {
-    assert_eq!(run.code, 0, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
     run.stdout
 }
 
 /// Fails with exit code 1 and exactly one line on stderr, no panic.
 fn user_error(run: Run, needle: &str) {
-    assert_eq!(run.code, 1, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 1,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
     assert_eq!(run.stderr.trim_end().lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains(needle), "{:?} not in {:?}", needle, run.stderr);
+    assert!(
+        run.stderr.contains(needle),
+        "{:?} not in {:?}",
+        needle,
+        run.stderr
+    );
     assert!(!run.stderr.contains("panicked"));
 }
 
 #[rocket::async_test]
 async fn users_and_passwords() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    let out = ok(cli(&db, "{}", &["create-user", "alice", "--password", "pw one"], None));
+    let out = ok(cli(
+        &db,
+        "{}",
+        &["create-user", "alice", "--password", "pw one"],
+        None,
+    ));
     assert!(out.contains("alice"));
-    user_error(cli(&db, "{}", &["create-user", "alice", "--password", "x"], None), "already exists");
-    ok(cli(&db, "{}", &["create-user", "bob", "--password-stdin"], Some("from stdin\n")));
-    user_error(cli(&db, "{}", &["create-user", "carol"], None), "--password-stdin");
-    user_error(cli(&db, "{}", &["create-user", "bad name", "--password", "x"], None), "whitespace");
+    user_error(
+        cli(
+            &db,
+            "{}",
+            &["create-user", "alice", "--password", "x"],
+            None,
+        ),
+        "already exists",
+    );
+    ok(cli(
+        &db,
+        "{}",
+        &["create-user", "bob", "--password-stdin"],
+        Some("from stdin\n"),
+    ));
+    user_error(
+        cli(&db, "{}", &["create-user", "carol"], None),
+        "--password-stdin",
+    );
+    user_error(
+        cli(
+            &db,
+            "{}",
+            &["create-user", "bad name", "--password", "x"],
+            None,
+        ),
+        "whitespace",
+    );
 
     let client = client(&db, json!({"token_cache": false})).await;
     let alice = login(&client, "alice", "pw one").await;
     let bob = login(&client, "bob", "from stdin").await;
 
     // set-password revokes the user's tokens.
-    let out = ok(cli(&db, "{}", &["set-password", "bob", "--password-stdin"], Some("new pw\r\n")));
+    let out = ok(cli(
+        &db,
+        "{}",
+        &["set-password", "bob", "--password-stdin"],
+        Some("new pw\r\n"),
+    ));
     assert!(out.contains("1 token(s) revoked"), "{out}");
     assert_eq!(check(&client, &bob).await, Status::Unauthorized);
-    assert_eq!(login_raw(&client, "bob", "from stdin").await.0, Status::Unauthorized);
+    assert_eq!(
+        login_raw(&client, "bob", "from stdin").await.0,
+        Status::Unauthorized
+    );
     login(&client, "bob", "new pw").await;
 
     // deactivate / activate.
@@ -84,11 +146,27 @@ async fn users_and_passwords() {
 
     // delete-user.
     ok(cli(&db, "{}", &["delete-user", "bob"], None));
-    assert_eq!(login_raw(&client, "bob", "new pw").await.0, Status::Unauthorized);
+    assert_eq!(
+        login_raw(&client, "bob", "new pw").await.0,
+        Status::Unauthorized
+    );
 
     // Unknown users.
-    for cmd in ["set-password", "deactivate", "activate", "delete-user", "lock-token", "unlock-token", "revoke-tokens", "list-tokens"] {
-        let args: Vec<&str> = if cmd == "set-password" { vec![cmd, "nobody", "--password", "x"] } else { vec![cmd, "nobody"] };
+    for cmd in [
+        "set-password",
+        "deactivate",
+        "activate",
+        "delete-user",
+        "lock-token",
+        "unlock-token",
+        "revoke-tokens",
+        "list-tokens",
+    ] {
+        let args: Vec<&str> = if cmd == "set-password" {
+            vec![cmd, "nobody", "--password", "x"]
+        } else {
+            vec![cmd, "nobody"]
+        };
         user_error(cli(&db, "{}", &args, None), "No user named \"nobody\"");
     }
 }
@@ -96,8 +174,18 @@ async fn users_and_passwords() {
 #[rocket::async_test]
 async fn tokens_and_listings() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    ok(cli(&db, "{}", &["create-user", "alice", "--password", "pw"], None));
-    ok(cli(&db, "{}", &["create-user", "bob", "--password", "pw"], None));
+    ok(cli(
+        &db,
+        "{}",
+        &["create-user", "alice", "--password", "pw"],
+        None,
+    ));
+    ok(cli(
+        &db,
+        "{}",
+        &["create-user", "bob", "--password", "pw"],
+        None,
+    ));
     // The cache off, so that the effect of each command is visible at once
     // (the cache's bound is tested in the behaviour suite).
     let client = client(&db, json!({"token_cache": false})).await;
@@ -107,16 +195,30 @@ async fn tokens_and_listings() {
 
     // lock-token / unlock-token.
     ok(cli(&db, "{}", &["lock-token", "alice"], None));
-    let res = client.put("/auth/token/").header(crate::common::auth(&a1)).dispatch().await;
+    let res = client
+        .put("/auth/token/")
+        .header(crate::common::auth(&a1))
+        .dispatch()
+        .await;
     assert_eq!(res.status(), Status::MethodNotAllowed);
 
     let table = ok(cli(&db, "{}", &["list-users"], None));
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["USERNAME", "ACTIVE", "LOCKED", "TOKENS"]);
-    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["alice", "yes", "yes", "2"]);
-    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["bob", "yes", "no", "1"]);
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["USERNAME", "ACTIVE", "LOCKED", "TOKENS"]
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["alice", "yes", "yes", "2"]
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["bob", "yes", "no", "1"]
+    );
     ok(cli(&db, "{}", &["unlock-token", "alice"], None));
-    let users: Value = serde_json::from_str(&ok(cli(&db, "{}", &["list-users", "--json"], None))).unwrap();
+    let users: Value =
+        serde_json::from_str(&ok(cli(&db, "{}", &["list-users", "--json"], None))).unwrap();
     assert_eq!(users[0]["username"], "alice");
     assert_eq!(users[0]["rotation_locked"], false);
     assert_eq!(users[0]["live_tokens"], 2);
@@ -127,7 +229,9 @@ async fn tokens_and_listings() {
     let json_listing = ok(cli(&db, "{}", &["list-tokens", "alice", "--json"], None));
     let tokens: Value = serde_json::from_str(&json_listing).unwrap();
     assert_eq!(tokens.as_array().unwrap().len(), 2);
-    let digests = db.query_strings("SELECT digest FROM advanced_token_tokens").await;
+    let digests = db
+        .query_strings("SELECT digest FROM advanced_token_tokens")
+        .await;
     for text in [&table, &listing, &json_listing] {
         for t in [&a1, &a2, &b1] {
             assert!(!text.contains(t.as_str()));
@@ -155,14 +259,19 @@ async fn tokens_and_listings() {
 #[rocket::async_test]
 async fn purge_expired_prints_the_count() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
-    ok(cli(&db, "{}", &["create-user", "alice", "--password", "pw"], None));
-    let client = client(&db, json!({"token_ttl": 1})).await;
+    ok(cli(
+        &db,
+        "{}",
+        &["create-user", "alice", "--password", "pw"],
+        None,
+    ));
+    let client = client(&db, json!({"token_ttl": 2})).await;
     login(&client, "alice", "pw").await;
     login(&client, "alice", "pw").await;
-    let out = ok(cli(&db, "{token_ttl=1}", &["purge-expired"], None));
+    let out = ok(cli(&db, "{token_ttl=2}", &["purge-expired"], None));
     assert!(out.contains("Purged 0"), "{out}");
-    std::thread::sleep(std::time::Duration::from_millis(2100));
-    let out = ok(cli(&db, "{token_ttl=1}", &["purge-expired"], None));
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    let out = ok(cli(&db, "{token_ttl=2}", &["purge-expired"], None));
     assert!(out.contains("Purged 2"), "{out}");
 }
 
@@ -175,23 +284,42 @@ async fn bad_arguments_and_config() {
     let run = cli(&db, "{}", &["create-user"], None);
     assert_eq!(run.code, 2);
     let help = ok(cli(&db, "{}", &["--help"], None));
-    for cmd in ["serve", "create-user", "revoke-all-tokens", "purge-expired", "list-tokens"] {
+    for cmd in [
+        "serve",
+        "create-user",
+        "revoke-all-tokens",
+        "purge-expired",
+        "list-tokens",
+    ] {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }
     // A bad setting names its key, for admin commands and for the server.
-    user_error(cli(&db, "{bearer_prefix=\"\"}", &["list-users"], None), "advanced_token.bearer_prefix");
+    user_error(
+        cli(&db, "{bearer_prefix=\"\"}", &["list-users"], None),
+        "advanced_token.bearer_prefix",
+    );
     let run = cli(&db, "{bearer_prefix=\"a b\"}", &["serve"], None);
     assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("advanced_token.bearer_prefix"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("advanced_token.bearer_prefix"),
+        "{}",
+        run.stderr
+    );
     // An unreachable database names the host, not the password.
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_advanced-token"));
     let out = cmd
         .arg("list-users")
         .current_dir(tempfile::tempdir().unwrap().path())
-        .env("ROCKET_DATABASES", "{advanced_token={url=\"postgres://u:hunter2@127.0.0.1:1/x\",connect_timeout=1}}")
+        .env(
+            "ROCKET_DATABASES",
+            "{advanced_token={url=\"postgres://u:hunter2@127.0.0.1:1/x\",connect_timeout=1}}",
+        )
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("127.0.0.1:1") && !stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        stderr.contains("127.0.0.1:1") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
 }

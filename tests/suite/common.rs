@@ -51,7 +51,9 @@ fn with_database(url: &str, db: &str) -> String {
         None => (url, String::new()),
     };
     let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..].find('/').map_or(base.len(), |i| scheme_end + i);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
     format!("{}/{db}{query}", &base[..host_end])
 }
 
@@ -64,13 +66,22 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}/test.sqlite?mode=rwc", dir.path().display());
-                Some(TestDb { backend, url, _dir: Some(dir), drop_sql: None })
+                Some(TestDb {
+                    backend,
+                    url,
+                    _dir: Some(dir),
+                    drop_sql: None,
+                })
             }
             Backend::Postgres | Backend::MySql => {
                 let var = backend.env_var().unwrap();
                 let server = std::env::var(var).ok().filter(|v| !v.is_empty())?;
                 let name = unique_name();
-                let quoted = if backend == Backend::Postgres { format!("\"{name}\"") } else { format!("`{name}`") };
+                let quoted = if backend == Backend::Postgres {
+                    format!("\"{name}\"")
+                } else {
+                    format!("`{name}`")
+                };
                 admin_exec(&server, &format!("CREATE DATABASE {quoted}"))
                     .await
                     .unwrap_or_else(|e| panic!("{var}: cannot create a test database: {e}"));
@@ -93,7 +104,10 @@ impl TestDb {
     pub fn figment(&self, settings: Value) -> Figment {
         base_figment()
             .merge(("log_level", "critical"))
-            .merge(("databases.advanced_token", json!({ "url": self.url, "max_connections": 16, "connect_timeout": 5 })))
+            .merge((
+                "databases.advanced_token",
+                json!({ "url": self.url, "max_connections": 16, "connect_timeout": 5 }),
+            ))
             .merge(("advanced_token", settings))
     }
 
@@ -122,12 +136,16 @@ impl TestDb {
         }
         macro_rules! collect {
             ($rows:expr) => {
-                $rows.iter().map(|r| (0..r.columns().len()).map(|i| cell(r, i)).collect()).collect()
+                $rows
+                    .iter()
+                    .map(|r| (0..r.columns().len()).map(|i| cell(r, i)).collect())
+                    .collect()
             };
         }
         match self.backend {
             Backend::Sqlite => {
-                let mut c: sqlx::SqliteConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                let mut c: sqlx::SqliteConnection =
+                    sqlx::Connection::connect(&self.url).await.unwrap();
                 let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
                 collect!(rows)
             }
@@ -137,7 +155,8 @@ impl TestDb {
                 collect!(rows)
             }
             Backend::MySql => {
-                let mut c: sqlx::MySqlConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                let mut c: sqlx::MySqlConnection =
+                    sqlx::Connection::connect(&self.url).await.unwrap();
                 let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
                 collect!(rows)
             }
@@ -148,7 +167,8 @@ impl TestDb {
     pub async fn exec(&self, sql: &str) {
         match self.backend {
             Backend::Sqlite => {
-                let mut c: sqlx::SqliteConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                let mut c: sqlx::SqliteConnection =
+                    sqlx::Connection::connect(&self.url).await.unwrap();
                 sqlx::query(sql).execute(&mut c).await.unwrap();
             }
             Backend::Postgres => {
@@ -156,7 +176,8 @@ impl TestDb {
                 sqlx::query(sql).execute(&mut c).await.unwrap();
             }
             Backend::MySql => {
-                let mut c: sqlx::MySqlConnection = sqlx::Connection::connect(&self.url).await.unwrap();
+                let mut c: sqlx::MySqlConnection =
+                    sqlx::Connection::connect(&self.url).await.unwrap();
                 sqlx::query(sql).execute(&mut c).await.unwrap();
             }
         }
@@ -164,7 +185,9 @@ impl TestDb {
 
     /// How many rows a table has.
     pub async fn count(&self, table: &str) -> i64 {
-        let rows = self.query_strings(&format!("SELECT COUNT(*) FROM {table}")).await;
+        let rows = self
+            .query_strings(&format!("SELECT COUNT(*) FROM {table}"))
+            .await;
         rows[0][0].as_ref().unwrap().parse().unwrap()
     }
 }
@@ -187,7 +210,10 @@ impl Drop for TestDb {
         if let Some((server, sql)) = self.drop_sql.take() {
             // Drop runs inside the test's runtime: clean up on a thread of its own.
             let _ = std::thread::spawn(move || {
-                let rt = rocket::tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = rocket::tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 if let Err(e) = rt.block_on(admin_exec(&server, &sql)) {
                     eprintln!("warning: could not drop a test database: {e}");
                 }
@@ -258,16 +284,23 @@ pub fn app(figment: Figment, clock: Option<&FakeClock>) -> Rocket<Build> {
 /// A client on a fresh app over `db`, with `settings` as the
 /// `advanced_token` section.
 pub async fn client(db: &TestDb, settings: Value) -> Client {
-    Client::tracked(app(db.figment(settings), None)).await.expect("app launches")
+    Client::tracked(app(db.figment(settings), None))
+        .await
+        .expect("app launches")
 }
 
 /// The same, with a fake clock.
 pub async fn client_with_clock(db: &TestDb, settings: Value, clock: &FakeClock) -> Client {
-    Client::tracked(app(db.figment(settings), Some(clock))).await.expect("app launches")
+    Client::tracked(app(db.figment(settings), Some(clock)))
+        .await
+        .expect("app launches")
 }
 
 pub fn at(client: &Client) -> &AdvancedToken {
-    client.rocket().state::<AdvancedToken>().expect("fairing attached")
+    client
+        .rocket()
+        .state::<AdvancedToken>()
+        .expect("fairing attached")
 }
 
 pub async fn body_json(res: LocalResponse<'_>) -> Value {
@@ -300,5 +333,10 @@ pub fn auth(token: &str) -> Header<'static> {
 
 /// GET /auth/token/ with a token; returns the status.
 pub async fn check(client: &Client, token: &str) -> Status {
-    client.get("/auth/token/").header(auth(token)).dispatch().await.status()
+    client
+        .get("/auth/token/")
+        .header(auth(token))
+        .dispatch()
+        .await
+        .status()
 }

@@ -27,7 +27,11 @@ impl Drop for Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(db: &TestDb, settings: &str) -> Server {
@@ -39,7 +43,10 @@ async fn start(db: &TestDb, settings: &str) -> Server {
         .env("ROCKET_PORT", port.to_string())
         .env("ROCKET_ADDRESS", "127.0.0.1")
         .env("ROCKET_LOG_LEVEL", "off")
-        .env("ROCKET_DATABASES", format!("{{advanced_token={{url=\"{}\"}}}}", db.url))
+        .env(
+            "ROCKET_DATABASES",
+            format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
+        )
         .env("ROCKET_ADVANCED_TOKEN", settings)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -48,14 +55,23 @@ async fn start(db: &TestDb, settings: &str) -> Server {
     let server = Server { child, port };
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
         rocket::tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server
 }
 
 /// A minimal HTTP/1.1 request; returns the status and the body.
-async fn http(port: u16, method: &str, path: &str, auth: Option<&str>, body: Option<&Value>) -> (u16, String) {
+async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
@@ -71,8 +87,15 @@ async fn http(port: u16, method: &str, path: &str, auth: Option<&str>, body: Opt
     let mut out = Vec::new();
     stream.read_to_end(&mut out).await.unwrap();
     let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -91,7 +114,8 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
 async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
     let db = TestDb::new(Backend::Sqlite).await.unwrap();
     let permits = 2u64;
-    let settings = format!("{{hash_concurrency={permits},login_throttle=false,max_tokens_per_user=1000}}");
+    let settings =
+        format!("{{hash_concurrency={permits},login_throttle=false,max_tokens_per_user=1000}}");
     let server = start(&db, &settings).await;
     let port = server.port;
     let pid = server.child.id();
@@ -99,7 +123,10 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
     // A user, a token, and a warm server.
     let out = Command::new(env!("CARGO_BIN_EXE_advanced-token"))
         .args(["create-user", "alice", "--password", "pw"])
-        .env("ROCKET_DATABASES", format!("{{advanced_token={{url=\"{}\"}}}}", db.url))
+        .env(
+            "ROCKET_DATABASES",
+            format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
+        )
         .current_dir(tempfile::tempdir().unwrap().path())
         .output()
         .unwrap();
@@ -108,7 +135,10 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
     let wrong = json!({"username": "alice", "password": "nope"});
     let (status, body) = http(port, "POST", "/auth/login/", None, Some(&creds)).await;
     assert_eq!(status, 200, "{body}");
-    let token = serde_json::from_str::<Value>(&body).unwrap()["token"].as_str().unwrap().to_owned();
+    let token = serde_json::from_str::<Value>(&body).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for _ in 0..5 {
         http(port, "GET", "/api/hello/", Some(&token), None).await;
         http(port, "POST", "/auth/login/", None, Some(&wrong)).await;
@@ -119,8 +149,17 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
     let flood_started = Instant::now();
     let mut logins = Vec::new();
     for i in 0..300 {
-        let body = if i % 6 == 0 { wrong.clone() } else { creds.clone() };
-        logins.push(rocket::tokio::spawn(async move { (i % 6 != 0, http(port, "POST", "/auth/login/", None, Some(&body)).await) }));
+        let body = if i % 6 == 0 {
+            wrong.clone()
+        } else {
+            creds.clone()
+        };
+        logins.push(rocket::tokio::spawn(async move {
+            (
+                i % 6 != 0,
+                http(port, "POST", "/auth/login/", None, Some(&body)).await,
+            )
+        }));
     }
     // Meanwhile, guarded requests.
     let guarded = {
@@ -151,21 +190,38 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
     assert_eq!(ok, 250);
 
     let guarded = guarded.await.unwrap();
-    let during: Vec<_> = guarded.iter().filter(|(_, _, at)| *at < flood_ended).collect();
+    let during: Vec<_> = guarded
+        .iter()
+        .filter(|(_, _, at)| *at < flood_ended)
+        .collect();
     assert!(guarded.iter().all(|(s, _, _)| *s == 200));
     let slowest = guarded.iter().map(|(_, took, _)| *took).max().unwrap();
     eprintln!(
         "flood of 300 logins took {flood:?}; {} guarded requests finished during it, slowest {slowest:?}",
         during.len()
     );
-    assert!(during.len() >= 10, "guarded requests were starved: only {} finished during a {flood:?} flood", during.len());
-    assert!(slowest < flood / 2, "a guarded request waited {slowest:?} during a {flood:?} flood");
+    assert!(
+        during.len() >= 10,
+        "guarded requests were starved: only {} finished during a {flood:?} flood",
+        during.len()
+    );
+    assert!(
+        slowest < flood / 2,
+        "a guarded request waited {slowest:?} during a {flood:?} flood"
+    );
 
     // Memory: at most `permits` argon2 buffers at a time, plus a margin for
     // 300 connections and their buffers.
     let peak = proc_kib(pid, "VmHWM:");
     let grew_mib = peak.saturating_sub(baseline) / 1024;
     let bound_mib = permits * ARGON2_MIB + 48;
-    eprintln!("server RSS: baseline {} MiB, peak {} MiB, grew {grew_mib} MiB (bound {bound_mib} MiB)", baseline / 1024, peak / 1024);
-    assert!(grew_mib <= bound_mib, "peak RSS grew {grew_mib} MiB, more than {bound_mib} MiB");
+    eprintln!(
+        "server RSS: baseline {} MiB, peak {} MiB, grew {grew_mib} MiB (bound {bound_mib} MiB)",
+        baseline / 1024,
+        peak / 1024
+    );
+    assert!(
+        grew_mib <= bound_mib,
+        "peak RSS grew {grew_mib} MiB, more than {bound_mib} MiB"
+    );
 }

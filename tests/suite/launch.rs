@@ -38,16 +38,23 @@ async fn bad_config_aborts_launch() {
         assert_fairing_failed(&e);
     }
     // And the good defaults launch.
-    Client::tracked(app(db.figment(json!({})), None)).await.unwrap();
+    Client::tracked(app(db.figment(json!({})), None))
+        .await
+        .unwrap();
 }
 
 #[rocket::async_test]
 async fn bad_database_config_aborts_launch() {
     let base = base_figment().merge(("log_level", "off"));
     // No database at all.
-    assert_fairing_failed(&launch_error(base.clone().merge(("databases.advanced_token", json!({})))).await);
+    assert_fairing_failed(
+        &launch_error(base.clone().merge(("databases.advanced_token", json!({})))).await,
+    );
     // A scheme we do not speak.
-    let redis = base.clone().merge(("databases.advanced_token", json!({"url": "redis://127.0.0.1/"})));
+    let redis = base.clone().merge((
+        "databases.advanced_token",
+        json!({"url": "redis://127.0.0.1/"}),
+    ));
     assert_fairing_failed(&launch_error(redis).await);
     // Nobody listening.
     let down = base.merge((
@@ -60,14 +67,25 @@ async fn bad_database_config_aborts_launch() {
 #[rocket::async_test]
 async fn connect_errors_name_the_key_or_host_but_not_the_password() {
     let base = base_figment();
-    let e = AdvancedToken::connect(&base.clone().merge(("databases.advanced_token", json!({})))).await.unwrap_err();
-    assert!(e.to_string().contains("databases.advanced_token.url"), "{e}");
-    let f = base.clone().merge(("databases.advanced_token", json!({"url": "postgres://user:hunter2@127.0.0.1:1/db", "connect_timeout": 2})));
+    let e = AdvancedToken::connect(&base.clone().merge(("databases.advanced_token", json!({}))))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("databases.advanced_token.url"),
+        "{e}"
+    );
+    let f = base.clone().merge((
+        "databases.advanced_token",
+        json!({"url": "postgres://user:hunter2@127.0.0.1:1/db", "connect_timeout": 2}),
+    ));
     let e = AdvancedToken::connect(&f).await.unwrap_err().to_string();
     assert!(e.contains("127.0.0.1:1"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
     let f = base
-        .merge(("databases.advanced_token", json!({"url": "sqlite::memory:"})))
+        .merge((
+            "databases.advanced_token",
+            json!({"url": "sqlite::memory:"}),
+        ))
         .merge(("advanced_token", json!({"bearer_prefix": "a b"})));
     let e = AdvancedToken::connect(&f).await.unwrap_err().to_string();
     assert!(e.contains("advanced_token.bearer_prefix"), "{e}");

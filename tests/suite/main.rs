@@ -11,8 +11,8 @@ mod common;
 mod flood;
 mod launch;
 mod migrations;
-mod reliability;
 mod openapi;
+mod reliability;
 
 /// Instantiates each named behaviour test for one backend.
 macro_rules! suite {

@@ -31,7 +31,9 @@ async fn app_migrations(dir: &Path, db: &TestDb) {
 }
 
 async fn launch_and_use(db: &TestDb) {
-    let client = Client::tracked(app(db.figment(json!({})), None)).await.expect("launch");
+    let client = Client::tracked(app(db.figment(json!({})), None))
+        .await
+        .expect("launch");
     let at = at(&client);
     if at.list_users().await.unwrap().is_empty() {
         at.create_user("alice", "pw").await.unwrap();
@@ -49,13 +51,19 @@ async fn both_orders(backend: Backend) {
     .unwrap();
 
     // The app's migrations first, then ours, then the app's again.
-    let Some(db) = TestDb::new(backend).await else { return };
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
     app_migrations(dir.path(), &db).await;
     launch_and_use(&db).await;
     app_migrations(dir.path(), &db).await;
     launch_and_use(&db).await;
     assert_eq!(db.count("app_things").await, 0);
-    assert_eq!(db.count("_sqlx_migrations").await, 1, "only the app's migration is in sqlx's table");
+    assert_eq!(
+        db.count("_sqlx_migrations").await,
+        1,
+        "only the app's migration is in sqlx's table"
+    );
 
     // Ours first, then the app's, then ours again.
     let db = TestDb::new(backend).await.unwrap();
@@ -63,7 +71,9 @@ async fn both_orders(backend: Backend) {
     app_migrations(dir.path(), &db).await;
     launch_and_use(&db).await;
     assert_eq!(db.count("_sqlx_migrations").await, 1);
-    let ours = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap().count();
+    let ours = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
     assert_eq!(db.count("advanced_token_migrations").await, ours as i64);
 }
 
