@@ -18,7 +18,11 @@ fn hot_path(c: &mut Criterion) {
         })
     });
     c.bench_function("parse_header", |b| {
-        b.iter(|| parse_authorization(Some(black_box(&header)), "Token").unwrap().len())
+        b.iter(|| {
+            parse_authorization(Some(black_box(&header)), "Token")
+                .unwrap()
+                .len()
+        })
     });
 }
 

@@ -11,10 +11,18 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 
 fn main() {
-    let seconds: f64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5.0);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let seconds: f64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5.0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    let phc = Argon2::default().hash_password(b"correct horse", &salt).unwrap().to_string();
+    let phc = Argon2::default()
+        .hash_password(b"correct horse", &salt)
+        .unwrap()
+        .to_string();
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let threads: Vec<_> = (0..cores)
@@ -24,7 +32,9 @@ fn main() {
                 let parsed = PasswordHash::new(&phc).unwrap();
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    Argon2::default().verify_password(b"correct horse", &parsed).unwrap();
+                    Argon2::default()
+                        .verify_password(b"correct horse", &parsed)
+                        .unwrap();
                     n += 1;
                 }
                 n

@@ -21,7 +21,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[rocket::main]
 async fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200);
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/timing.sqlite?mode=rwc", dir.path().display());
     let figment = Figment::from(rocket::Config::release_default())
@@ -48,7 +51,12 @@ async fn main() {
         for (i, (_, user, pw)) in cases.iter().enumerate() {
             let body = json!({ "username": user, "password": pw }).to_string();
             let started = Instant::now();
-            let res = client.post("/auth/login/").header(ContentType::JSON).body(body).dispatch().await;
+            let res = client
+                .post("/auth/login/")
+                .header(ContentType::JSON)
+                .body(body)
+                .dispatch()
+                .await;
             let took = started.elapsed();
             assert_eq!(res.status(), Status::Unauthorized);
             if round >= 10 {
@@ -61,7 +69,11 @@ async fn main() {
     println!("| case | median login latency | ratio to fastest |");
     println!("|---|---|---|");
     for ((name, _, _), m) in cases.iter().zip(&medians) {
-        println!("| {name} | {:.2} ms | {:.3} |", m.as_secs_f64() * 1e3, m.as_secs_f64() / fastest.as_secs_f64());
+        println!(
+            "| {name} | {:.2} ms | {:.3} |",
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() / fastest.as_secs_f64()
+        );
     }
     let spread = medians.iter().max().unwrap().as_secs_f64() / fastest.as_secs_f64();
     println!("\n{rounds} rounds; slowest/fastest = {spread:.3} (target ≤ 1.10)");
