@@ -14,9 +14,9 @@ use crate::common::{Backend, TestDb};
 /// argon2id's memory per operation with the crate's parameters.
 const ARGON2_MIB: u64 = 19;
 
-struct Server {
+pub struct Server {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Drop for Server {
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start(db: &TestDb, settings: &str) -> Server {
+pub async fn start(db: &TestDb, settings: &str) -> Server {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_advanced-token"))
@@ -65,7 +65,7 @@ async fn start(db: &TestDb, settings: &str) -> Server {
 }
 
 /// A minimal HTTP/1.1 request; returns the status and the body.
-async fn http(
+pub async fn http(
     port: u16,
     method: &str,
     path: &str,

@@ -9,6 +9,7 @@ mod behaviour;
 mod cli;
 mod common;
 mod flood;
+mod instances;
 mod launch;
 mod migrations;
 mod openapi;
