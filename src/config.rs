@@ -136,7 +136,8 @@ pub struct Config {
     /// How often, in seconds, each instance polls the database's revocation
     /// counter (one tiny query, whatever the load) and drops its cache when
     /// it moved: the bound on how long a token revoked elsewhere may still
-    /// be accepted here. Between 0.05 and 60.
+    /// be accepted here. (On PostgreSQL a `NOTIFY` usually brings the news
+    /// at once; the poll is the fallback.) Between 0.05 and 60.
     ///
     /// _Default:_ `1.0`.
     pub token_cache_poll: f64,

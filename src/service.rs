@@ -74,6 +74,9 @@ struct Inner {
     db_timeout: Duration,
     /// When this process last pruned old login failures.
     last_prune: AtomicI64,
+    /// The database URL, unredacted, for the PostgreSQL listener.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    url: String,
     /// Verified tokens, when `token_cache` is on (and in a server).
     cache: Option<TokenCache>,
 }
@@ -171,6 +174,7 @@ impl AdvancedToken {
                 database: url,
                 db_timeout: Duration::from_secs(db_config.connect_timeout.max(1)),
                 last_prune: AtomicI64::new(0),
+                url: db_config.url.clone(),
                 cache,
             }),
         };
@@ -191,6 +195,8 @@ impl AdvancedToken {
         if last.is_some() {
             cache.mark_fresh();
         }
+        #[cfg(feature = "postgres")]
+        self.start_revocation_listener();
         let weak = Arc::downgrade(&self.inner);
         let interval = cache.poll_interval();
         rocket::tokio::spawn(async move {
@@ -208,6 +214,61 @@ impl AdvancedToken {
                         cache.mark_fresh();
                     }
                     Err(e) => log::warn!("advanced_token: cannot poll revocations: {e}"),
+                }
+            }
+        });
+    }
+
+    /// On PostgreSQL, also LISTEN for the notification every revocation
+    /// sends (migration 4), so other instances' revocations arrive at once;
+    /// the poll stays as the bound if a notification is lost. The listener
+    /// has a connection of its own, outside the pool, and ends with the
+    /// last handle.
+    #[cfg(feature = "postgres")]
+    fn start_revocation_listener(&self) {
+        if !matches!(self.pool(), DbPool::Postgres(_)) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let url = self.inner.url.clone();
+        let check = self
+            .inner
+            .cache
+            .as_ref()
+            .map_or(Duration::from_secs(1), TokenCache::poll_interval);
+        rocket::tokio::spawn(async move {
+            let mut listener = None;
+            loop {
+                if weak.strong_count() == 0 {
+                    return;
+                }
+                let Some(l) = listener.as_mut() else {
+                    match sqlx::postgres::PgListener::connect(&url).await {
+                        Ok(mut l) => match l.listen(crate::store::REVOCATION_CHANNEL).await {
+                            Ok(()) => listener = Some(l),
+                            Err(e) => {
+                                log::warn!("advanced_token: cannot LISTEN for revocations: {e}")
+                            }
+                        },
+                        Err(e) => log::warn!("advanced_token: cannot LISTEN for revocations: {e}"),
+                    }
+                    if listener.is_none() {
+                        rocket::tokio::time::sleep(check).await;
+                    }
+                    continue;
+                };
+                match rocket::tokio::time::timeout(check, l.recv()).await {
+                    Ok(Ok(_notification)) => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        if let Some(cache) = &inner.cache {
+                            cache.invalidate_all();
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        log::warn!("advanced_token: revocation listener: {e}");
+                        listener = None;
+                    }
+                    Err(_elapsed) => {}
                 }
             }
         });

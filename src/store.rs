@@ -384,7 +384,18 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0003_revocations.sql"),
         mysql: include_str!("../migrations/mysql/0003_revocations.sql"),
     },
+    Migration {
+        version: 4,
+        description: "revocation notify",
+        sqlite: include_str!("../migrations/sqlite/0004_revocation_notify.sql"),
+        postgres: include_str!("../migrations/postgres/0004_revocation_notify.sql"),
+        mysql: include_str!("../migrations/mysql/0004_revocation_notify.sql"),
+    },
 ];
+
+/// The PostgreSQL channel on which revocations are announced.
+#[cfg(feature = "postgres")]
+pub(crate) const REVOCATION_CHANNEL: &str = "advanced_token_revocations";
 
 /// Runs a transaction again when the database reports a deadlock or a
 /// serialisation failure (InnoDB picks a victim when concurrent logins and

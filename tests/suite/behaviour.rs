@@ -1365,3 +1365,22 @@ pub async fn cache_respects_expiry_and_skips_the_database(db: TestDb) {
     db.exec("DELETE FROM advanced_token_tokens").await;
     assert_eq!(check(&uncached, &t2).await, Status::Unauthorized);
 }
+
+/// On PostgreSQL, revocations are also announced with NOTIFY, so another
+/// instance drops its cache at once rather than at its next poll (here set
+/// to 30 s, so only the notification can explain a fast rejection).
+pub async fn postgres_notifies_revocations(db: TestDb) {
+    if db.backend != crate::common::Backend::Postgres {
+        return;
+    }
+    let settings = json!({"token_cache_poll": 30.0});
+    let a = client(&db, settings.clone()).await;
+    at(&a).create_user("alice", PW).await.unwrap();
+    let token = login(&a, "alice", PW).await;
+    assert_eq!(check(&a, &token).await, Status::Ok);
+    // Give the listener a moment to connect and LISTEN.
+    rocket::tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    crate::cli::run_cli_ok(&db, &["revoke-all-tokens", "--force"]);
+    let took = seconds_until_rejected(&a, &token).await;
+    assert!(took < 2.0, "a NOTIFY-ed revocation took {took:.2}s");
+}

@@ -72,6 +72,7 @@ macro_rules! all_behaviour_tests {
             throttling_holds_across_instances,
             cached_tokens_honour_revocations,
             cache_respects_expiry_and_skips_the_database,
+            postgres_notifies_revocations,
         );
     };
 }

@@ -1,0 +1,2 @@
+-- PostgreSQL only (LISTEN/NOTIFY for revocations); nothing to do here.
+SELECT 1;
