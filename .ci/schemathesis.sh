@@ -96,6 +96,16 @@ for user in $USERS; do
     printf '%s\n' "$PASSWORD" | "$BIN" create-user "$user" --password-stdin
 done
 
+# The user of the document's login example, so that the examples phase gets
+# a 200 from POST login/ and checks its body against the document.
+IFS=$'\t' read -r EXAMPLE_USER EXAMPLE_PASSWORD < <(python3 - "$ROOT/openapi.json" <<'PY'
+import json, sys
+props = json.load(open(sys.argv[1]))["components"]["schemas"]["Credentials"]["properties"]
+print(props["username"]["example"], props["password"]["example"], sep="\t")
+PY
+)
+printf '%s\n' "$EXAMPLE_PASSWORD" | "$BIN" create-user "$EXAMPLE_USER" --password-stdin
+
 login() {
     curl -fsS -X POST "$BASE/auth/login/" -H 'Content-Type: application/json' \
         --data "{\"username\": \"$1\", \"password\": \"$PASSWORD\"}" |
