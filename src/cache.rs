@@ -35,14 +35,22 @@ impl TokenCache {
         self.poll
     }
 
-    fn now_ms(&self) -> u64 {
+    /// Milliseconds on the cache's own clock; pass the value taken just
+    /// before a poll's query to [`TokenCache::mark_fresh()`].
+    pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Records a successful poll.
-    pub(crate) fn mark_fresh(&self) {
-        let until = self.now_ms() + 2 * self.poll.as_millis() as u64 + 100;
-        self.fresh_until_ms.store(until, Ordering::SeqCst);
+    /// Records a successful poll whose query was sent at `read_at` (from
+    /// [`TokenCache::now_ms()`]). The cache serves for one poll period from
+    /// then: a revocation committed after that read is seen by the next
+    /// poll, and until that poll succeeds nothing cached is served. So a
+    /// revocation made elsewhere takes effect here within `token_cache_poll`
+    /// whatever happens to the poll (a slow or unreachable database makes
+    /// requests go to the database, never makes the cache serve longer).
+    pub(crate) fn mark_fresh(&self, read_at: u64) {
+        let until = read_at + self.poll.as_millis() as u64;
+        self.fresh_until_ms.fetch_max(until, Ordering::SeqCst);
     }
 
     fn usable(&self) -> bool {
@@ -107,11 +115,15 @@ mod tests {
         let g = c.generation();
         c.insert("d".into(), row(), g);
         assert!(c.get("d").is_none(), "never polled: not usable");
-        c.mark_fresh();
+        c.mark_fresh(c.now_ms());
         assert!(c.get("d").is_some());
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(60));
         assert!(c.get("d").is_none(), "stale poll: not usable");
-        c.mark_fresh();
+        // Freshness counts from when the poll's query was sent, not from
+        // when its answer came back.
+        c.mark_fresh(c.now_ms().saturating_sub(60));
+        assert!(c.get("d").is_none(), "a poll sent 60 ms ago is stale");
+        c.mark_fresh(c.now_ms());
         // A row read before an invalidation is not kept.
         let g = c.generation();
         c.invalidate_all();

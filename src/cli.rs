@@ -177,6 +177,14 @@ fn openapi(at: &AdvancedToken) -> Json<Value> {
 /// the same admin commands.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command.unwrap_or(Command::Serve) {
+        // Rocket's own runtime, sized by its `workers` setting and with
+        // graceful shutdown, as `#[launch]` would give.
+        Command::Serve => return rocket::execute(serve()),
+        // Refused before the database is opened (or a SQLite file created).
+        Command::RevokeAllTokens { force: false } => return fail(NEED_FORCE),
+        command => command,
+    };
     let runtime = match rocket::tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,14 +192,14 @@ pub fn run() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(serve()),
-        command => match runtime.block_on(admin(command)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(msg) => fail(&msg),
-        },
+    match runtime.block_on(admin(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => fail(&msg),
     }
 }
+
+const NEED_FORCE: &str =
+    "this deletes every token of every user; nothing was changed. Run again with --force to do it";
 
 fn fail(msg: &str) -> ExitCode {
     eprintln!("advanced-token: {msg}");
@@ -309,9 +317,7 @@ async fn run_admin(at: &AdvancedToken, command: Command) -> Result<(), Error> {
         }
         Command::RevokeAllTokens { force } => {
             if !force {
-                return Err(Error::InvalidInput(
-                    "this deletes every token of every user; nothing was changed. Run again with --force to do it".into(),
-                ));
+                return Err(Error::InvalidInput(NEED_FORCE.into()));
             }
             let n = at.revoke_all_tokens().await?;
             say(format_args!("Revoked {n} token(s)."));

@@ -79,7 +79,7 @@ pub struct Config {
 
     /// Whether each use pushes the expiry out to `token_ttl` from now (capped
     /// by `token_max_lifetime`). The new expiry is written at most once a
-    /// minute per token. Needs `token_ttl`.
+    /// minute per token. Needs `token_ttl`, of at least 120 seconds.
     ///
     /// _Default:_ `false`.
     pub token_ttl_sliding: bool,
@@ -234,6 +234,15 @@ impl Config {
                 key("token_ttl")
             ));
         }
+        if self.token_ttl_sliding && self.token_ttl.is_some_and(|ttl| ttl < 120) {
+            // The renewal is written at most once a minute: a shorter TTL
+            // would expire before it could slide.
+            return Err(format!(
+                "{}: must be at least 120 seconds with {} = true (the expiry is renewed at most once a minute)",
+                key("token_ttl"),
+                key("token_ttl_sliding")
+            ));
+        }
         if let Some(max) = self.token_max_lifetime {
             if !self.token_ttl_sliding {
                 return Err(format!(
@@ -288,12 +297,19 @@ impl Config {
 pub(crate) fn describe_figment_error(e: rocket::figment::Error, section: &str) -> String {
     let mut out = Vec::new();
     for err in e {
-        let path = if err.path.is_empty() {
+        // Figment reports the section itself at the start of the path or,
+        // for a value of the wrong type, at its end; name it once, in front.
+        let mut path: &[String] = &err.path;
+        if path.first().map(String::as_str) == Some(section) {
+            path = &path[1..];
+        }
+        if path.last().map(String::as_str) == Some(section) {
+            path = &path[..path.len() - 1];
+        }
+        let path = if path.is_empty() {
             section.to_owned()
-        } else if err.path.first().map(String::as_str) == Some(section) {
-            err.path.join(".")
         } else {
-            format!("{section}.{}", err.path.join("."))
+            format!("{section}.{}", path.join("."))
         };
         out.push(format!("{path}: {}", err.kind));
     }
@@ -307,6 +323,36 @@ mod tests {
 
     fn from_toml(s: &str) -> Result<Config, String> {
         Config::from_figment(&Figment::from(Toml::string(s)))
+    }
+
+    #[test]
+    fn sliding_needs_a_ttl_it_can_renew() {
+        let e =
+            from_toml("[advanced_token]\ntoken_ttl = 30\ntoken_ttl_sliding = true").unwrap_err();
+        assert!(e.starts_with("advanced_token.token_ttl: "), "{e}");
+        from_toml("[advanced_token]\ntoken_ttl = 120\ntoken_ttl_sliding = true").unwrap();
+    }
+
+    #[test]
+    fn type_errors_name_the_key_once() {
+        for (toml, key) in [
+            (
+                "[advanced_token]\ntoken_ttl = \"x\"",
+                "advanced_token.token_ttl: ",
+            ),
+            (
+                "[advanced_token]\nbearer_prefix = 5",
+                "advanced_token.bearer_prefix: ",
+            ),
+            (
+                "[advanced_token]\nallow_rotation = \"maybe\"",
+                "advanced_token.allow_rotation: ",
+            ),
+        ] {
+            let e = from_toml(toml).unwrap_err();
+            assert!(e.starts_with(key), "{e}");
+            assert_eq!(e.matches("advanced_token").count(), 1, "{e}");
+        }
     }
 
     #[test]
@@ -338,12 +384,12 @@ mod tests {
     #[test]
     fn good_values_parse() {
         let c = from_toml(
-            "[advanced_token]\nbearer_prefix = 'Bearer'\nbody_limit = '8 KiB'\ntoken_ttl = 60\ntoken_ttl_sliding = true\ntoken_max_lifetime = 600",
+            "[advanced_token]\nbearer_prefix = 'Bearer'\nbody_limit = '8 KiB'\ntoken_ttl = 120\ntoken_ttl_sliding = true\ntoken_max_lifetime = 600",
         )
         .unwrap();
         assert_eq!(c.bearer_prefix, "Bearer");
         assert_eq!(c.body_limit, 8.kibibytes());
-        assert_eq!(c.token_ttl, Some(60));
+        assert_eq!(c.token_ttl, Some(120));
         assert_eq!(c.token_max_lifetime, Some(600));
     }
 }

@@ -123,21 +123,28 @@ impl Error {
             // A connection cut mid-handshake or mid-reply.
             | sqlx::Error::Protocol(_)
             | sqlx::Error::WorkerCrashed => Error::Unavailable,
-            sqlx::Error::Database(ref db) if is_transient(db.code().as_deref()) => {
-                Error::Unavailable
-            }
+            sqlx::Error::Database(ref db) if is_transient(db.as_ref()) => Error::Unavailable,
             other => Error::Database(other.to_string()),
         }
     }
 }
 
-/// Database error codes that mean "try again later" rather than "bug":
-/// SQLite BUSY/LOCKED, PostgreSQL admin shutdown / cannot connect now, MySQL
-/// lock wait timeout and deadlock.
-fn is_transient(code: Option<&str>) -> bool {
+/// Database errors that mean "try again later" rather than "bug": SQLite
+/// BUSY/LOCKED; PostgreSQL admin shutdown, cannot connect now, too many
+/// connections, and a deadlock or serialisation failure that outlived its
+/// retries; MySQL the same by error number (sqlx 0.7's `code()` is MySQL's
+/// SQLSTATE, which lumps lock wait timeouts in with everything else as
+/// `HY000`).
+fn is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    #[cfg(feature = "mysql")]
+    if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        // Too many connections, shutdown in progress, lock wait timeout,
+        // deadlock, server gone away, lost connection, connection killed.
+        return matches!(my.number(), 1040 | 1053 | 1205 | 1213 | 2006 | 2013 | 1927);
+    }
     matches!(
-        code,
-        Some("5" | "6" | "517" | "57P01" | "57P02" | "57P03" | "53300" | "1205" | "1213")
+        db.code().as_deref(),
+        Some("5" | "6" | "517" | "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
     )
 }
 

@@ -355,7 +355,14 @@ impl<'r> FromData<'r> for Credentials {
             Empty,
         }
         let kind = match req.content_type() {
-            None => Kind::Empty,
+            // A Content-Type header Rocket could not parse is a media type
+            // we do not support, not a request without one.
+            None => match req.headers().get_one("Content-Type") {
+                Some(raw) if !raw.trim().is_empty() => {
+                    return fail(Error::UnsupportedMediaType(raw.trim().to_owned()))
+                }
+                _ => Kind::Empty,
+            },
             Some(ct) if ct.is_json() => Kind::Json,
             Some(ct) if ct.is_form() => Kind::Form,
             Some(ct) if ct.is_form_data() => match ct.param("boundary") {

@@ -1,6 +1,7 @@
 //! [`AdvancedToken`]: the managed state behind the guard and the routes, and
 //! the library functions the command line is built on.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rocket::fairing::Fairing;
 use rocket::figment::providers::Serialized;
 use rocket::figment::Figment;
+use rocket::tokio::sync::Notify;
 
 use crate::cache::TokenCache;
 use crate::config::{describe_figment_error, Config};
@@ -79,6 +81,104 @@ struct Inner {
     url: String,
     /// Verified tokens, when `token_cache` is on (and in a server).
     cache: Option<TokenCache>,
+    /// Login attempts under way in this process, per username and per IP.
+    in_flight: InFlight,
+}
+
+/// Login attempts under way in this process, per key (username digest or
+/// IP), so that concurrent attempts count against the failure limit before
+/// they have failed. A key's state lives only while someone uses it.
+#[derive(Debug, Default)]
+struct InFlight(std::sync::Mutex<HashMap<String, Arc<Slots>>>);
+
+#[derive(Debug, Default)]
+struct Slots {
+    /// Attempts admitted and not finished, and how many have finished.
+    state: std::sync::Mutex<(i64, u64)>,
+    finished: Notify,
+}
+
+/// One admitted attempt; frees its slot, and forgets an idle key, on drop.
+struct Slot<'a> {
+    map: &'a InFlight,
+    key: String,
+    slots: Arc<Slots>,
+    admitted: bool,
+}
+
+impl InFlight {
+    /// Waits until `failures + attempts under way < max`, where `failures`
+    /// (read from the database by `count`, which also answers `Throttled`)
+    /// is re-read whenever an attempt finished in the meantime. So of any
+    /// burst, at most `max` minus the recorded failures reach argon2 at
+    /// once, and each later one sees their failures.
+    /// Returns the slot and the failures it was admitted with.
+    async fn admit<F, Fut>(&self, key: String, max: u32, count: F) -> Result<(Slot<'_>, i64), Error>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<i64, Error>>,
+    {
+        let slots = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() >= 10_000 {
+                // Keys left by attempts cancelled while waiting.
+                map.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            map.entry(key.clone()).or_default().clone()
+        };
+        let mut slot = Slot {
+            map: self,
+            key,
+            slots,
+            admitted: false,
+        };
+        // Declared after `slot`, so dropped before it on an early return.
+        let slots = slot.slots.clone();
+        let lock = || slots.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let seen = lock().1;
+            let failures = count().await?;
+            let notified = slots.finished.notified();
+            rocket::tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = lock();
+                if state.1 != seen {
+                    continue; // someone finished while we counted
+                }
+                if failures + state.0 < i64::from(max) {
+                    state.0 += 1;
+                    drop(state);
+                    slot.admitted = true;
+                    return Ok((slot, failures));
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Slot<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (i64, u64)> {
+        self.slots.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if self.admitted {
+            let mut state = self.lock();
+            state.0 -= 1;
+            state.1 += 1;
+            drop(state);
+            self.slots.finished.notify_waiters();
+        }
+        let mut map = self.map.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Held only by the map and by this slot: nobody else wants it.
+        if Arc::strong_count(&self.slots) == 2 {
+            map.remove(&self.key);
+        }
+    }
 }
 
 /// How often (seconds) a process prunes login failures that left the window.
@@ -176,6 +276,7 @@ impl AdvancedToken {
                 last_prune: AtomicI64::new(0),
                 url: db_config.url.clone(),
                 cache,
+                in_flight: InFlight::default(),
             }),
         };
         if at.inner.cache.is_some() {
@@ -191,27 +292,35 @@ impl AdvancedToken {
         let Some(cache) = &self.inner.cache else {
             return;
         };
+        let read_at = cache.now_ms();
         let mut last = self.bounded(self.store().revocation_counter()).await.ok();
         if last.is_some() {
-            cache.mark_fresh();
+            cache.mark_fresh(read_at);
         }
         #[cfg(feature = "postgres")]
         self.start_revocation_listener();
         let weak = Arc::downgrade(&self.inner);
         let interval = cache.poll_interval();
         rocket::tokio::spawn(async move {
+            // A poll every period on the dot (not period + query time): the
+            // cache serves for one period from each poll's read, so a late
+            // poll only sends a few requests to the database.
+            let mut ticks = rocket::tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(rocket::tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await; // the first tick is immediate
             loop {
-                rocket::tokio::time::sleep(interval).await;
+                ticks.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let at = AdvancedToken { inner };
                 let Some(cache) = &at.inner.cache else { return };
+                let read_at = cache.now_ms();
                 match at.bounded(at.store().revocation_counter()).await {
                     Ok(counter) => {
                         if last != Some(counter) {
                             cache.invalidate_all();
                             last = Some(counter);
                         }
-                        cache.mark_fresh();
+                        cache.mark_fresh(read_at);
                     }
                     Err(e) => log::warn!("advanced_token: cannot poll revocations: {e}"),
                 }
@@ -433,25 +542,58 @@ impl AdvancedToken {
         }
         let user_key = token::digest(username);
         let ip_key = ip.map(|ip| ip.to_canonical().to_string());
-        let now = self.now();
         let window = cfg.login_failure_window as i64;
-        let (by_user, by_ip) = self
-            .bounded(self.store().login_failures(
-                &user_key,
-                ip_key.as_deref().unwrap_or(""),
-                now - window,
-            ))
+        // The failures in the window, per username and per IP;
+        // `Err(Throttled)` past either limit.
+        let check = || async {
+            let now = self.now();
+            let (by_user, by_ip) = self
+                .bounded(self.store().login_failures(
+                    &user_key,
+                    ip_key.as_deref().unwrap_or(""),
+                    now - window,
+                ))
+                .await?;
+            let mut retry_after = 0;
+            if by_user.count >= i64::from(cfg.login_max_failures) {
+                retry_after = retry_after.max(by_user.oldest.unwrap_or(now) + window - now);
+            }
+            if ip_key.is_some() && by_ip.count >= i64::from(cfg.login_max_failures_per_ip) {
+                retry_after = retry_after.max(by_ip.oldest.unwrap_or(now) + window - now);
+            }
+            if retry_after > 0 {
+                return Err(Error::Throttled(retry_after as u64));
+            }
+            Ok((by_user.count, by_ip.count))
+        };
+        // Concurrent attempts would all pass that check before any of them
+        // records its failure. So attempts under way count as failures
+        // until they are done: past the limit, an attempt waits for one to
+        // finish and then counts again. A burst of wrong passwords gets the
+        // limit's worth of argon2 runs, not one per request; a burst of
+        // right ones all succeed. Across several instances the bound is the
+        // limit per instance.
+        let in_flight = &self.inner.in_flight;
+        let _ip_slot = match &ip_key {
+            Some(ip) => Some(
+                in_flight
+                    .admit(
+                        format!("ip {ip}"),
+                        cfg.login_max_failures_per_ip,
+                        || async { Ok(check().await?.1) },
+                    )
+                    .await?
+                    .0,
+            ),
+            None => None,
+        };
+        let (_user_slot, user_failures) = in_flight
+            .admit(
+                format!("user {user_key}"),
+                cfg.login_max_failures,
+                || async { Ok(check().await?.0) },
+            )
             .await?;
-        let mut retry_after = 0;
-        if by_user.count >= i64::from(cfg.login_max_failures) {
-            retry_after = retry_after.max(by_user.oldest.unwrap_or(now) + window - now);
-        }
-        if ip_key.is_some() && by_ip.count >= i64::from(cfg.login_max_failures_per_ip) {
-            retry_after = retry_after.max(by_ip.oldest.unwrap_or(now) + window - now);
-        }
-        if retry_after > 0 {
-            return Err(Error::Throttled(retry_after as u64));
-        }
         match self.check_password_and_issue(username, password).await {
             Err(Error::LoginFailed) => {
                 let now = self.now();
@@ -474,7 +616,7 @@ impl AdvancedToken {
                 Err(Error::LoginFailed)
             }
             Ok(token) => {
-                if by_user.count > 0 {
+                if user_failures > 0 {
                     self.bounded(self.store().clear_user_failures(&user_key))
                         .await?;
                 }
@@ -489,7 +631,10 @@ impl AdvancedToken {
         username: &str,
         password: &str,
     ) -> Result<String, Error> {
-        let row = if username.chars().count() <= MAX_USERNAME_CHARS {
+        // No stored username is longer or holds a NUL (PostgreSQL rejects
+        // NUL in text outright), so either is an unknown user: same argon2
+        // work, same answer, no query.
+        let row = if username.chars().count() <= MAX_USERNAME_CHARS && !username.contains('\0') {
             self.bounded(self.store().find_login(username)).await?
         } else {
             None
@@ -717,5 +862,32 @@ mod tests {
         assert!(validate_username(&"x".repeat(151)).is_err());
         assert!(validate_password("").is_err());
         assert!(validate_password(&"x".repeat(2000)).is_err());
+    }
+
+    #[rocket::async_test]
+    async fn in_flight_counts_attempts_and_forgets_idle_keys() {
+        let in_flight = InFlight::default();
+        let ok = || async { Ok(0) };
+        // With 2 failures on record and a limit of 3, one attempt at a time.
+        let two = || async { Ok(2) };
+        let (first, failures) = in_flight.admit("k".into(), 3, two).await.unwrap();
+        assert_eq!(failures, 2);
+        let second = in_flight.admit("k".into(), 3, two);
+        rocket::tokio::pin!(second);
+        let waited = rocket::tokio::time::timeout(Duration::from_millis(50), &mut second).await;
+        assert!(waited.is_err(), "admitted past the limit");
+        drop(first);
+        let (second, _) = second.await.unwrap();
+        drop(second);
+        // An attempt refused by the count leaves nothing behind either.
+        let refused = in_flight
+            .admit("k".into(), 3, || async {
+                Err::<i64, _>(Error::Throttled(1))
+            })
+            .await;
+        assert!(refused.is_err());
+        let (kept, _) = in_flight.admit("other".into(), 3, ok).await.unwrap();
+        drop(kept);
+        assert!(in_flight.0.lock().unwrap().is_empty());
     }
 }

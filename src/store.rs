@@ -420,14 +420,22 @@ macro_rules! retry {
     }};
 }
 
-/// Deadlock or serialisation failure: MySQL 1213, PostgreSQL 40P01/40001,
-/// SQLite BUSY (5) / BUSY_SNAPSHOT (517).
+/// Deadlock or serialisation failure: MySQL deadlock (1213, SQLSTATE 40001,
+/// which is what sqlx 0.7's `code()` gives for MySQL), PostgreSQL
+/// 40P01/40001, SQLite BUSY (5) / BUSY_SNAPSHOT (517).
 fn is_retryable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            Some("1213" | "40001" | "40P01" | "5" | "517")
-        ),
+        #[cfg(feature = "mysql")]
+        sqlx::Error::Database(db)
+            if db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some() =>
+        {
+            db.code().as_deref() == Some("40001")
+        }
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "517"))
+        }
         _ => false,
     }
 }
@@ -750,8 +758,12 @@ impl Store {
     // ----- tokens ----------------------------------------------------------
 
     /// Stores a new token's digest, then deletes the user's least recently
-    /// used tokens beyond `keep` (returning how many). Both are single
-    /// statements, so concurrent logins can never leave more than `keep`.
+    /// used tokens beyond `keep` (returning how many). The transaction first
+    /// write-locks the user's row, so concurrent logins of one user take
+    /// turns (on PostgreSQL's READ COMMITTED they would otherwise not see
+    /// each other's new rows and could leave more than `keep`); on SQLite
+    /// the same statement takes the write lock up front, so the transaction
+    /// never has to upgrade a read lock ("database is locked").
     pub(crate) async fn insert_token(
         &self,
         user_id: i64,
@@ -763,6 +775,10 @@ impl Store {
         let evicted = on_pool!(&self.pool, |p, q| {
             retry!(async {
                 let mut tx = p.begin().await?;
+                sqlx::query(&q("UPDATE advanced_token_users SET id = id WHERE id = $1"))
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query(&q("INSERT INTO advanced_token_tokens (user_id, digest, created_at, last_used_at, expires_at) VALUES ($1, $2, $3, $4, $5)"))
                     .bind(user_id)
                     .bind(digest)

@@ -323,3 +323,32 @@ async fn bad_arguments_and_config() {
         "{stderr}"
     );
 }
+
+/// `revoke-all-tokens` without `--force` is refused before the database is
+/// opened: nothing is created, and an unreachable database does not hide
+/// the reason.
+#[test]
+fn revoke_all_without_force_touches_no_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("never.sqlite");
+    for url in [
+        format!("sqlite://{}?mode=rwc", file.display()),
+        "postgres://nobody@127.0.0.1:1/none".to_owned(),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_advanced-token"))
+            .arg("revoke-all-tokens")
+            .current_dir(dir.path())
+            .env(
+                "ROCKET_DATABASES",
+                format!("{{advanced_token={{url=\"{url}\"}}}}"),
+            )
+            .env("ROCKET_LOG_LEVEL", "critical")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--force"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    assert!(!file.exists(), "the SQLite file was created");
+}
