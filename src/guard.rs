@@ -29,6 +29,13 @@ use crate::{AdvancedToken, Error};
 /// * `Result<AuthUser, Error>`: the [`Error`] itself, to answer as you wish
 ///   (it is a `Responder` that gives the standard body).
 ///
+/// When the plain `AuthUser` guard fails, the fairing gives Rocket's
+/// catcher response the DRF body and `WWW-Authenticate` header. It tells
+/// such a response by its status (401 or 503) and the absence of
+/// `WWW-Authenticate`, so a handler that takes `Option<AuthUser>` and
+/// answers 401 itself should set that header (HTTP requires it on every
+/// 401); a response that carries it is never rewritten.
+///
 /// The lookup runs once per request, however many guards ask. Using the
 /// guard without attaching [`AdvancedToken::fairing()`] aborts launch.
 #[derive(Debug, Clone, PartialEq, Eq)]
