@@ -315,10 +315,9 @@ async fn run_admin(at: &AdvancedToken, command: Command) -> Result<(), Error> {
             let n = at.revoke_tokens(&username).await?;
             say(format_args!("Revoked {n} token(s) of {username:?}."));
         }
-        Command::RevokeAllTokens { force } => {
-            if !force {
-                return Err(Error::InvalidInput(NEED_FORCE.into()));
-            }
+        // Without `--force` it was refused by `run`, before the database
+        // was opened.
+        Command::RevokeAllTokens { .. } => {
             let n = at.revoke_all_tokens().await?;
             say(format_args!("Revoked {n} token(s)."));
         }

@@ -119,11 +119,10 @@ impl InFlight {
         Fut: Future<Output = Result<i64, Error>>,
     {
         let slots = {
+            // Every `Slot` removes its key when it is the last user, on
+            // drop (cancelled waits included), so the map holds only keys
+            // in use.
             let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if map.len() >= 10_000 {
-                // Keys left by attempts cancelled while waiting.
-                map.retain(|_, s| Arc::strong_count(s) > 1);
-            }
             map.entry(key.clone()).or_default().clone()
         };
         let mut slot = Slot {
@@ -878,6 +877,13 @@ mod tests {
         assert!(waited.is_err(), "admitted past the limit");
         drop(first);
         let (second, _) = second.await.unwrap();
+        // A wait that is cancelled (the client went away) frees its key too.
+        let cancelled = rocket::tokio::time::timeout(
+            Duration::from_millis(20),
+            in_flight.admit("k".into(), 3, two),
+        )
+        .await;
+        assert!(cancelled.is_err(), "admitted past the limit");
         drop(second);
         // An attempt refused by the count leaves nothing behind either.
         let refused = in_flight
