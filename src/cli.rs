@@ -5,11 +5,10 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use rocket::serde::json::Json;
-use rocket::{get, routes, Build, Rocket};
-use serde_json::{json, Value};
 
-use crate::{AdvancedToken, AuthUser, Error};
+use crate::demo::demo;
+use crate::error::Error;
+use crate::service::AdvancedToken;
 
 /// Token authentication for Rocket: demo server and administration.
 ///
@@ -134,44 +133,6 @@ impl PasswordArgs {
     }
 }
 
-/// The demo app: the fairing, the routes at `/auth`, `GET /api/hello/`
-/// behind the [`AuthUser`] guard, and the OpenAPI document of all of them at
-/// `GET /auth/openapi.json`. `advanced-token serve` launches it.
-pub fn demo(rocket: Rocket<Build>) -> Rocket<Build> {
-    rocket
-        .attach(AdvancedToken::fairing())
-        .mount("/auth", crate::routes())
-        .mount("/auth", routes![openapi])
-        .mount("/api", routes![hello])
-}
-
-/// The demo's protected example.
-#[get("/hello/<_..>")]
-fn hello(user: AuthUser) -> Json<Value> {
-    Json(json!({ "username": user.username }))
-}
-
-/// The OpenAPI 3.0 document of the demo's routes (`openapi.json` at the
-/// crate's root), as written for the default prefix `Token`.
-const OPENAPI: &str = include_str!("../openapi.json");
-
-/// `GET /auth/openapi.json`: the document, with the configured bearer
-/// prefix in the security scheme's description.
-#[get("/openapi.json")]
-fn openapi(at: &AdvancedToken) -> Json<Value> {
-    let mut doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON");
-    let prefix = &at.config().bearer_prefix;
-    if let Some(Value::String(text)) =
-        doc.pointer_mut("/components/securitySchemes/tokenAuth/description")
-    {
-        *text = text.replace(
-            "`Authorization: Token <token>`",
-            &format!("`Authorization: {prefix} <token>`"),
-        );
-    }
-    Json(doc)
-}
-
 /// Runs the `advanced-token` command line with the process's arguments and
 /// returns its exit code. An app can call this from its own `main` to ship
 /// the same admin commands.
@@ -224,7 +185,7 @@ async fn admin(command: Command) -> Result<(), String> {
     let result = run_admin(&at, command).await;
     at.close().await;
     result.map_err(|e| match e {
-        Error::Unavailable => format!("the database at {} is unavailable", at.database()),
+        Error::Unavailable(_) => format!("the database at {} is unavailable", at.database()),
         other => other.to_string(),
     })
 }
@@ -241,91 +202,109 @@ fn time(t: Option<i64>) -> String {
 async fn run_admin(at: &AdvancedToken, command: Command) -> Result<(), Error> {
     match command {
         Command::Serve => unreachable!("serve is handled by run()"),
+        Command::ListUsers { json } => list_users(at, json).await,
+        Command::ListTokens { username, json } => list_tokens(at, &username, json).await,
+        command => change(at, command).await.map(say),
+    }
+}
+
+/// Runs a command that changes something; returns what to print.
+async fn change(at: &AdvancedToken, command: Command) -> Result<String, Error> {
+    Ok(match command {
         Command::CreateUser { username, password } => {
             let pw = password.read().map_err(Error::InvalidInput)?;
             let id = at.create_user(&username, &pw).await?;
-            say(format_args!("Created user {username:?} (id {id})."));
+            format!("Created user {username:?} (id {id}).")
         }
         Command::SetPassword { username, password } => {
             let pw = password.read().map_err(Error::InvalidInput)?;
             let revoked = at.set_password(&username, &pw).await?;
-            say(format_args!(
-                "Password of {username:?} changed; {revoked} token(s) revoked."
-            ));
+            format!("Password of {username:?} changed; {revoked} token(s) revoked.")
         }
         Command::Deactivate { username } => {
             at.deactivate_user(&username).await?;
-            say(format_args!("Deactivated {username:?}."));
+            format!("Deactivated {username:?}.")
         }
         Command::Activate { username } => {
             at.activate_user(&username).await?;
-            say(format_args!("Activated {username:?}."));
+            format!("Activated {username:?}.")
         }
         Command::DeleteUser { username } => {
             at.delete_user(&username).await?;
-            say(format_args!("Deleted {username:?} and the user's tokens."));
+            format!("Deleted {username:?} and the user's tokens.")
         }
+        other => return revoke(at, other).await,
+    })
+}
+
+/// The commands about tokens and rotation locks; returns what to print.
+async fn revoke(at: &AdvancedToken, command: Command) -> Result<String, Error> {
+    Ok(match command {
         Command::LockToken { username } => {
             at.lock_rotation(&username).await?;
-            say(format_args!("Token rotation locked for {username:?}."));
+            format!("Token rotation locked for {username:?}.")
         }
         Command::UnlockToken { username } => {
             at.unlock_rotation(&username).await?;
-            say(format_args!("Token rotation unlocked for {username:?}."));
-        }
-        Command::ListUsers { json } => {
-            let users = at.list_users().await?;
-            if json {
-                say(serde_json::to_string_pretty(&users).unwrap_or_default());
-            } else {
-                let rows = users
-                    .iter()
-                    .map(|u| {
-                        vec![
-                            u.username.clone(),
-                            yes_no(u.is_active),
-                            yes_no(u.rotation_locked),
-                            u.live_tokens.to_string(),
-                        ]
-                    })
-                    .collect();
-                table(&["USERNAME", "ACTIVE", "LOCKED", "TOKENS"], rows);
-            }
-        }
-        Command::ListTokens { username, json } => {
-            let tokens = at.list_tokens(&username).await?;
-            if json {
-                say(serde_json::to_string_pretty(&tokens).unwrap_or_default());
-            } else {
-                let rows = tokens
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.id.to_string(),
-                            t.created_at.to_string(),
-                            t.last_used_at.to_string(),
-                            time(t.expires_at),
-                        ]
-                    })
-                    .collect();
-                table(&["ID", "CREATED", "LAST_USED", "EXPIRES"], rows);
-            }
+            format!("Token rotation unlocked for {username:?}.")
         }
         Command::RevokeTokens { username } => {
             let n = at.revoke_tokens(&username).await?;
-            say(format_args!("Revoked {n} token(s) of {username:?}."));
+            format!("Revoked {n} token(s) of {username:?}.")
         }
         // Without `--force` it was refused by `run`, before the database
         // was opened.
         Command::RevokeAllTokens { .. } => {
             let n = at.revoke_all_tokens().await?;
-            say(format_args!("Revoked {n} token(s)."));
+            format!("Revoked {n} token(s).")
         }
         Command::PurgeExpired => {
             let n = at.purge_expired().await?;
-            say(format_args!("Purged {n} expired token(s)."));
+            format!("Purged {n} expired token(s).")
         }
+        other => unreachable!("not a token command: {other:?}"),
+    })
+}
+
+async fn list_users(at: &AdvancedToken, json: bool) -> Result<(), Error> {
+    let users = at.list_users().await?;
+    if json {
+        say(serde_json::to_string_pretty(&users).unwrap_or_default());
+        return Ok(());
     }
+    let rows = users
+        .iter()
+        .map(|u| {
+            vec![
+                u.username.clone(),
+                yes_no(u.is_active),
+                yes_no(u.rotation_locked),
+                u.live_tokens.to_string(),
+            ]
+        })
+        .collect();
+    table(&["USERNAME", "ACTIVE", "LOCKED", "TOKENS"], rows);
+    Ok(())
+}
+
+async fn list_tokens(at: &AdvancedToken, username: &str, json: bool) -> Result<(), Error> {
+    let tokens = at.list_tokens(username).await?;
+    if json {
+        say(serde_json::to_string_pretty(&tokens).unwrap_or_default());
+        return Ok(());
+    }
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.created_at.to_string(),
+                t.last_used_at.to_string(),
+                time(t.expires_at),
+            ]
+        })
+        .collect();
+    table(&["ID", "CREATED", "LAST_USED", "EXPIRES"], rows);
     Ok(())
 }
 

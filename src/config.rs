@@ -171,6 +171,11 @@ impl Default for Config {
     }
 }
 
+/// `advanced_token.<name>`, for messages.
+fn key(name: &str) -> String {
+    format!("{SECTION}.{name}")
+}
+
 /// `token` in RFC 9110: the characters a header keyword may contain.
 fn is_tchar(c: char) -> bool {
     c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
@@ -193,34 +198,32 @@ impl Config {
 
     /// Checks values that serde cannot: an error names the key.
     pub fn validate(&self) -> Result<(), String> {
-        let key = |k: &str| format!("{SECTION}.{k}");
-        if self.bearer_prefix.is_empty() {
+        self.validate_prefix()?;
+        self.validate_expiry()?;
+        self.validate_ranges()
+    }
+
+    fn validate_prefix(&self) -> Result<(), String> {
+        let p = &self.bearer_prefix;
+        if p.is_empty() {
             return Err(format!("{}: must not be empty", key("bearer_prefix")));
         }
-        if self.bearer_prefix.chars().any(char::is_whitespace) {
+        if p.chars().any(char::is_whitespace) {
             return Err(format!(
-                "{}: must not contain whitespace (got {:?})",
-                key("bearer_prefix"),
-                self.bearer_prefix
+                "{}: must not contain whitespace (got {p:?})",
+                key("bearer_prefix")
             ));
         }
-        if !self.bearer_prefix.chars().all(is_tchar) {
+        if !p.chars().all(is_tchar) {
             return Err(format!(
-                "{}: must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~ (got {:?})",
-                key("bearer_prefix"),
-                self.bearer_prefix
+                "{}: must be an HTTP token: letters, digits and !#$%&'*+-.^_`|~ (got {p:?})",
+                key("bearer_prefix")
             ));
         }
-        if self.body_limit < 64.bytes() || self.body_limit > 1.mebibytes() {
-            return Err(format!(
-                "{}: must be between 64 B and 1 MiB (got {})",
-                key("body_limit"),
-                self.body_limit
-            ));
-        }
-        if self.hash_concurrency == Some(0) {
-            return Err(format!("{}: must be at least 1", key("hash_concurrency")));
-        }
+        Ok(())
+    }
+
+    fn validate_expiry(&self) -> Result<(), String> {
         if self.token_ttl == Some(0) {
             return Err(format!(
                 "{}: must be at least 1 second (leave it out for tokens that never expire)",
@@ -243,21 +246,33 @@ impl Config {
                 key("token_ttl_sliding")
             ));
         }
-        if let Some(max) = self.token_max_lifetime {
-            if !self.token_ttl_sliding {
-                return Err(format!(
-                    "{}: only applies with {} = true",
-                    key("token_max_lifetime"),
-                    key("token_ttl_sliding")
-                ));
-            }
-            if Some(max) < self.token_ttl {
-                return Err(format!(
-                    "{}: must not be shorter than {}",
-                    key("token_max_lifetime"),
-                    key("token_ttl")
-                ));
-            }
+        let Some(max) = self.token_max_lifetime else {
+            return Ok(());
+        };
+        if !self.token_ttl_sliding {
+            return Err(format!(
+                "{}: only applies with {} = true",
+                key("token_max_lifetime"),
+                key("token_ttl_sliding")
+            ));
+        }
+        if Some(max) < self.token_ttl {
+            return Err(format!(
+                "{}: must not be shorter than {}",
+                key("token_max_lifetime"),
+                key("token_ttl")
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_ranges(&self) -> Result<(), String> {
+        if self.body_limit < 64.bytes() || self.body_limit > 1.mebibytes() {
+            return Err(format!(
+                "{}: must be between 64 B and 1 MiB (got {})",
+                key("body_limit"),
+                self.body_limit
+            ));
         }
         if !(0.05..=60.0).contains(&self.token_cache_poll) {
             return Err(format!(
@@ -267,6 +282,10 @@ impl Config {
             ));
         }
         for (name, value) in [
+            (
+                "hash_concurrency",
+                self.hash_concurrency.map_or(1, |n| n as u64),
+            ),
             ("max_tokens_per_user", u64::from(self.max_tokens_per_user)),
             ("login_max_failures", u64::from(self.login_max_failures)),
             (

@@ -1,14 +1,17 @@
-//! The crate's one error type, which is also a [`Responder`].
+//! The crate's one error type: what library calls return (database errors
+//! keep their sqlx error as `source()`), and a [`Responder`] that answers
+//! with DRF's status and body.
 
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 use rocket::http::{ContentType, Header, Status};
 use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 use serde_json::{json, Map, Value};
 
-use crate::AdvancedToken;
+use crate::config::Config;
 
 /// Everything that can go wrong in this crate, from a bad `Authorization`
 /// header to an unreachable database.
@@ -16,12 +19,14 @@ use crate::AdvancedToken;
 /// `Error` is a [`Responder`]: every variant becomes a JSON body with a
 /// stable shape (`{"detail": "..."}`, or an object of field errors for
 /// [`Error::Validation`]) and the status from [`Error::status()`]. Every 401
-/// carries `WWW-Authenticate: <bearer_prefix>`, every 405 an `Allow` header.
+/// carries `WWW-Authenticate: <bearer_prefix>`, every 429 `Retry-After`.
+/// Database errors keep the sqlx error as their
+/// [`source()`](std::error::Error::source); its text is logged, never sent.
 ///
 /// Handlers can take `Result<AuthUser, Error>` to see why authentication
 /// failed, or return `Result<T, Error>` from code that calls the library
-/// functions of [`AdvancedToken`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// functions of [`AdvancedToken`](crate::AdvancedToken).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// No `Authorization` header, or one with another keyword (401).
@@ -48,29 +53,59 @@ pub enum Error {
     UnsupportedMediaType(String),
     /// The request body is larger than `advanced_token.body_limit` (413).
     PayloadTooLarge,
-    /// The path does not answer this method (405). Holds the `Allow` value.
-    MethodNotAllowed(&'static str),
-    /// A feature switched off by configuration or by an administrator (405):
-    /// the detail, and the `Allow` value (the methods still served).
-    Disabled(&'static str, &'static str),
+    /// The path does not answer this method (405).
+    MethodNotAllowed,
+    /// Token rotation is switched off by `allow_rotation = false` (405).
+    RotationDisabled,
+    /// Token rotation is locked for this user by an administrator (405).
+    RotationLocked,
+    /// Logout is switched off by `allow_logout = false` (405).
+    LogoutDisabled,
     /// Too many failed logins for this username or client IP (429). Holds
     /// the seconds until the next attempt is allowed (`Retry-After`).
     Throttled(u64),
-    /// The database did not answer in time or is unreachable (503).
-    Unavailable,
+    /// The database did not answer in time or is unreachable (503). Holds
+    /// the database error, when there was one (not for a timeout).
+    Unavailable(Option<Arc<sqlx::Error>>),
     /// A username that is already taken (409 when returned by a handler).
     UsernameTaken(String),
     /// No user with this username (404 when returned by a handler).
     UnknownUser(String),
     /// A username or password the crate will not store (400).
     InvalidInput(String),
-    /// Anything else the database reported (500). The text is logged, never
+    /// Anything else the database reported (500). Its text is logged, never
     /// sent to the client.
-    Database(String),
+    Database(Arc<sqlx::Error>),
     /// Bad configuration, or a database that cannot be opened at launch. The
     /// message names the key or the host (never a password).
     Config(String),
+    /// A failure inside the crate, such as a password hashing thread that
+    /// died (500).
+    Internal(&'static str),
 }
+
+/// SQLSTATEs (and SQLite result codes) of a transaction that collided with
+/// another: worth running again. MySQL's deadlock (1213) and Galera's
+/// certification failure report 40001; PostgreSQL 40001 and 40P01; SQLite
+/// BUSY (5) and BUSY_SNAPSHOT (517).
+pub(crate) const CONFLICT_CODES: [&str; 4] = ["40001", "40P01", "5", "517"];
+
+/// SQLSTATEs (and SQLite codes) that mean the database cannot serve now:
+/// SQLite LOCKED (6); PostgreSQL connection exceptions (class 08), admin
+/// shutdown, crash shutdown, cannot connect now (57P01-57P03), too many
+/// connections (53300), object not in prerequisite state (55000: "not
+/// currently accepting connections"); MySQL/Galera 08S01 (communication
+/// error, and Galera's "WSREP has not yet prepared node", 1047).
+const UNAVAILABLE_CODES: [&str; 8] = [
+    "6", "57P01", "57P02", "57P03", "53300", "55000", "08S01", "08006",
+];
+
+/// MySQL error numbers that mean "try again later" where the SQLSTATE is
+/// the catch-all HY000: too many connections, shutdown in progress, lock
+/// wait timeout, server gone away, lost connection, connection killed,
+/// Galera not ready (1047).
+#[cfg(feature = "mysql")]
+const MYSQL_UNAVAILABLE: [u16; 7] = [1040, 1053, 1205, 2006, 2013, 1927, 1047];
 
 impl Error {
     /// The HTTP status this error is answered with.
@@ -88,12 +123,17 @@ impl Error {
             }
             Error::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Error::PayloadTooLarge => Status::PayloadTooLarge,
-            Error::MethodNotAllowed(_) | Error::Disabled(..) => Status::MethodNotAllowed,
+            Error::MethodNotAllowed
+            | Error::RotationDisabled
+            | Error::RotationLocked
+            | Error::LogoutDisabled => Status::MethodNotAllowed,
             Error::Throttled(_) => Status::TooManyRequests,
-            Error::Unavailable => Status::ServiceUnavailable,
+            Error::Unavailable(_) => Status::ServiceUnavailable,
             Error::UsernameTaken(_) => Status::Conflict,
             Error::UnknownUser(_) => Status::NotFound,
-            Error::Database(_) | Error::Config(_) => Status::InternalServerError,
+            Error::Database(_) | Error::Config(_) | Error::Internal(_) => {
+                Status::InternalServerError
+            }
         }
     }
 
@@ -107,45 +147,58 @@ impl Error {
                 }
                 Value::Object(map)
             }
-            Error::Database(_) | Error::Config(_) => {
+            Error::Database(_) | Error::Config(_) | Error::Internal(_) => {
                 json!({ "detail": "A server error occurred." })
             }
             other => json!({ "detail": other.to_string() }),
         }
     }
 
-    pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            // A connection cut mid-handshake or mid-reply.
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::WorkerCrashed => Error::Unavailable,
-            sqlx::Error::Database(ref db) if is_transient(db.as_ref()) => Error::Unavailable,
-            other => Error::Database(other.to_string()),
+    /// Whether this is a 401 of the DRF family (which carries
+    /// `WWW-Authenticate`).
+    pub(crate) fn is_unauthorized(&self) -> bool {
+        self.status() == Status::Unauthorized
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            Error::Unavailable(Some(Arc::new(e)))
+        } else {
+            Error::Database(Arc::new(e))
         }
     }
 }
 
-/// Database errors that mean "try again later" rather than "bug": SQLite
-/// BUSY/LOCKED; PostgreSQL admin shutdown, cannot connect now, too many
-/// connections, and a deadlock or serialisation failure that outlived its
-/// retries; MySQL the same by error number (sqlx 0.7's `code()` is MySQL's
-/// SQLSTATE, which lumps lock wait timeouts in with everything else as
-/// `HY000`).
+/// Whether a database error means "try again later" rather than "bug":
+/// the pool or the connection failed (any error acquiring or opening a
+/// connection), or the server reported a state it will leave on its own.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        // A connection cut mid-handshake or mid-reply.
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => is_transient(db.as_ref()),
+        _ => false,
+    }
+}
+
 fn is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
     #[cfg(feature = "mysql")]
     if let Some(my) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
-        // Too many connections, shutdown in progress, lock wait timeout,
-        // deadlock, server gone away, lost connection, connection killed.
-        return matches!(my.number(), 1040 | 1053 | 1205 | 1213 | 2006 | 2013 | 1927);
+        if MYSQL_UNAVAILABLE.contains(&my.number()) {
+            return true;
+        }
     }
-    matches!(
-        db.code().as_deref(),
-        Some("5" | "6" | "517" | "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
-    )
+    let code = db.code();
+    let code = code.as_deref().unwrap_or("");
+    // Class 08 is PostgreSQL's (and the standard's) connection exceptions.
+    CONFLICT_CODES.contains(&code) || UNAVAILABLE_CODES.contains(&code) || code.starts_with("08")
 }
 
 impl fmt::Display for Error {
@@ -161,55 +214,60 @@ impl fmt::Display for Error {
             Error::UserInactive => f.write_str("User inactive or deleted."),
             Error::LoginFailed => f.write_str("Unable to log in with provided credentials."),
             Error::Validation(fields) => {
-                let mut first = true;
-                for (field, messages) in fields {
-                    for m in messages {
-                        if !first {
-                            f.write_str(" ")?;
-                        }
-                        first = false;
-                        write!(f, "{field}: {m}")?;
-                    }
-                }
-                Ok(())
+                let all: Vec<String> = fields
+                    .iter()
+                    .flat_map(|(field, ms)| ms.iter().map(move |m| format!("{field}: {m}")))
+                    .collect();
+                f.write_str(&all.join(" "))
             }
-            Error::BadRequest(msg) => f.write_str(msg),
+            Error::BadRequest(msg) | Error::InvalidInput(msg) | Error::Config(msg) => {
+                f.write_str(msg)
+            }
             Error::UnsupportedMediaType(ct) => {
                 write!(f, "Unsupported media type \"{ct}\" in request.")
             }
             Error::PayloadTooLarge => f.write_str("Request body is too large."),
-            Error::MethodNotAllowed(_) => f.write_str("Method not allowed."),
-            Error::Disabled(what, _) => f.write_str(what),
+            Error::MethodNotAllowed => f.write_str("Method not allowed."),
+            Error::RotationDisabled => f.write_str("Token rotation is disabled."),
+            Error::RotationLocked => f.write_str("Token rotation is locked for this user."),
+            Error::LogoutDisabled => f.write_str("Logout is disabled."),
             Error::Throttled(_) => f.write_str("Too many failed login attempts. Try again later."),
-            Error::Unavailable => {
+            Error::Unavailable(_) => {
                 f.write_str("The authentication database is unavailable. Try again later.")
             }
             Error::UsernameTaken(name) => write!(f, "A user named {name:?} already exists."),
             Error::UnknownUser(name) => write!(f, "No user named {name:?}."),
-            Error::InvalidInput(msg) => f.write_str(msg),
-            Error::Database(msg) => write!(f, "database error: {msg}"),
-            Error::Config(msg) => f.write_str(msg),
+            Error::Database(e) => write!(f, "database error: {e}"),
+            Error::Internal(what) => f.write_str(what),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Database(e) | Error::Unavailable(Some(e)) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 impl<'r> Responder<'r, 'static> for Error {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
-        if let Error::Database(_) | Error::Config(_) = self {
-            log::error!("advanced_token: {self}");
+        match &self {
+            Error::Database(_) | Error::Config(_) | Error::Internal(_) => {
+                log::error!("advanced_token: {self}")
+            }
+            Error::Unavailable(Some(e)) => log::warn!("advanced_token: {self}: {e}"),
+            _ => {}
         }
         let body = self.body().to_string();
         let mut res = Response::build();
         res.status(self.status())
             .header(ContentType::JSON)
             .sized_body(body.len(), Cursor::new(body));
-        if self.status() == Status::Unauthorized {
+        if self.is_unauthorized() {
             res.header(www_authenticate(req));
-        }
-        if let Error::MethodNotAllowed(allow) | Error::Disabled(_, allow) = self {
-            res.header(Header::new("Allow", allow));
         }
         if let Error::Throttled(secs) = self {
             res.header(Header::new("Retry-After", secs.max(1).to_string()));
@@ -219,14 +277,13 @@ impl<'r> Responder<'r, 'static> for Error {
 }
 
 /// `WWW-Authenticate: <bearer_prefix>`, with the configured prefix when the
-/// fairing is attached.
+/// fairing is attached (it manages the [`Config`]).
 pub(crate) fn www_authenticate(req: &Request<'_>) -> Header<'static> {
     let prefix = req
         .rocket()
-        .state::<AdvancedToken>()
-        .map(|at| at.config().bearer_prefix.clone())
-        .unwrap_or_else(|| crate::config::DEFAULT_PREFIX.to_owned());
-    Header::new("WWW-Authenticate", prefix)
+        .state::<Config>()
+        .map_or(crate::config::DEFAULT_PREFIX, |c| c.bearer_prefix.as_str());
+    Header::new("WWW-Authenticate", prefix.to_owned())
 }
 
 #[cfg(test)]
@@ -259,9 +316,14 @@ mod tests {
     }
 
     #[test]
-    fn database_errors_never_leak_their_text() {
-        let e = Error::Database("secret table name".into());
+    fn database_errors_keep_their_source_and_never_leak_their_text() {
+        use std::error::Error as _;
+        let e = Error::from(sqlx::Error::ColumnNotFound("secret_column".into()));
         assert!(!e.body().to_string().contains("secret"));
         assert_eq!(e.status(), Status::InternalServerError);
+        assert!(e.source().unwrap().to_string().contains("secret_column"));
+        let e = Error::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(e.status(), Status::ServiceUnavailable);
+        assert!(e.source().is_some());
     }
 }

@@ -4,16 +4,37 @@
 use std::io::Cursor;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
-use rocket::http::ContentType;
+use rocket::http::{ContentType, Status};
 use rocket::{Build, Orbit, Request, Response, Rocket};
 
 use crate::error::www_authenticate;
 use crate::guard::cached_failure;
-use crate::service::Clock;
-use crate::AdvancedToken;
+use crate::service::{AdvancedToken, Clock};
 
-pub(crate) struct TokenFairing {
-    pub(crate) clock: Option<Clock>,
+struct TokenFairing {
+    clock: Option<Clock>,
+}
+
+impl AdvancedToken {
+    /// The fairing to attach: it reads [`Config`](crate::Config) from the
+    /// `advanced_token` section of Rocket's configuration, opens the database
+    /// configured as `databases.advanced_token`, runs the crate's migrations
+    /// and manages an `AdvancedToken` (and the `Config`). Bad configuration
+    /// or an unreachable database abort launch with a message that names the
+    /// key or the host.
+    pub fn fairing() -> impl Fairing {
+        TokenFairing { clock: None }
+    }
+
+    /// [`AdvancedToken::fairing()`] with a fake clock (Unix seconds), for
+    /// tests of expiry.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn fairing_with_clock(
+        clock: std::sync::Arc<dyn Fn() -> i64 + Send + Sync>,
+    ) -> impl Fairing {
+        TokenFairing { clock: Some(clock) }
+    }
 }
 
 #[rocket::async_trait]
@@ -31,7 +52,10 @@ impl Fairing for TokenFairing {
             return Err(rocket);
         }
         match AdvancedToken::open(rocket.figment(), self.clock.clone(), true).await {
-            Ok(at) => Ok(rocket.manage(at)),
+            Ok(at) => {
+                let config = at.config().clone();
+                Ok(rocket.manage(at).manage(config))
+            }
             Err(e) => {
                 log::error!("advanced_token: {e}");
                 eprintln!("advanced_token: launch aborted: {e}");
@@ -67,7 +91,7 @@ impl Fairing for TokenFairing {
         let body = error.body().to_string();
         res.set_header(ContentType::JSON);
         res.set_sized_body(body.len(), Cursor::new(body));
-        if error.status() == rocket::http::Status::Unauthorized {
+        if error.status() == Status::Unauthorized {
             res.set_header(www_authenticate(req));
         }
     }

@@ -1,72 +1,13 @@
-//! The [`AuthUser`] request guard.
+//! The request guards: [`AuthUser`] and `&AdvancedToken`, and the sentinels
+//! that abort launch when the fairing is missing.
 
 use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{Ignite, Rocket, Sentinel};
 
+use crate::error::Error;
+use crate::service::{AdvancedToken, AuthUser};
 use crate::token::parse_authorization;
-use crate::{AdvancedToken, Error};
-
-/// A request guard for the user a valid `Authorization: <prefix> <token>`
-/// header belongs to.
-///
-/// ```rust
-/// # use rocket::get;
-/// use rocket_advanced_token::AuthUser;
-///
-/// #[get("/api/hello")]
-/// fn hello(user: AuthUser) -> String {
-///     format!("hello, {} (user {})", user.username, user.id)
-/// }
-/// ```
-///
-/// Without a valid token the request fails with 401 and a DRF-style body,
-/// `{"detail": "Invalid token."}`, plus `WWW-Authenticate: <prefix>`; with
-/// the database unreachable, with 503. Other forms:
-///
-/// * `Option<AuthUser>`: `None` instead of failing, for optional
-///   authentication.
-/// * `Result<AuthUser, Error>`: the [`Error`] itself, to answer as you wish
-///   (it is a `Responder` that gives the standard body).
-///
-/// When the plain `AuthUser` guard fails, the fairing gives Rocket's
-/// catcher response the DRF body and `WWW-Authenticate` header. It tells
-/// such a response by its status (401 or 503) and the absence of
-/// `WWW-Authenticate`, so a handler that takes `Option<AuthUser>` and
-/// answers 401 itself should set that header (HTTP requires it on every
-/// 401); a response that carries it is never rewritten.
-///
-/// The lookup runs once per request, however many guards ask. Using the
-/// guard without attaching [`AdvancedToken::fairing()`] aborts launch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AuthUser {
-    /// The user's id.
-    pub id: i64,
-    /// The user's username.
-    pub username: String,
-    pub(crate) token_id: i64,
-    pub(crate) digest: String,
-    pub(crate) rotation_locked: bool,
-}
-
-impl AuthUser {
-    pub(crate) fn from_row(row: crate::store::TokenRow, digest: String) -> Self {
-        AuthUser {
-            id: row.user_id,
-            username: row.username,
-            token_id: row.token_id,
-            digest,
-            rotation_locked: row.rotation_locked,
-        }
-    }
-
-    /// The id of the token the request authenticated with (the id that
-    /// `list-tokens` shows).
-    pub fn token_id(&self) -> i64 {
-        self.token_id
-    }
-}
 
 /// The per-request result of authentication, in the request's local cache.
 pub(crate) enum Cached {
@@ -74,12 +15,19 @@ pub(crate) enum Cached {
     Done(Result<AuthUser, Error>),
 }
 
-/// The cached result, if a guard ran for this request.
+/// The cached failure, if a guard ran for this request and failed.
 pub(crate) fn cached_failure<'r>(req: &'r Request<'_>) -> Option<&'r Error> {
     match req.local_cache(|| Cached::NotRun) {
         Cached::Done(Err(e)) => Some(e),
         _ => None,
     }
+}
+
+const NOT_ATTACHED: &str = "rocket_advanced_token is used (AuthUser, AdvancedToken or its routes) \
+    but its fairing is not attached: add `.attach(rocket_advanced_token::AdvancedToken::fairing())`";
+
+fn not_attached() -> Error {
+    Error::Config(NOT_ATTACHED.into())
 }
 
 #[rocket::async_trait]
@@ -88,8 +36,7 @@ impl<'r> FromRequest<'r> for AuthUser {
 
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
         let Some(at) = req.rocket().state::<AdvancedToken>() else {
-            let e = Error::Config("the AdvancedToken fairing is not attached".into());
-            return Outcome::Error((Status::InternalServerError, e));
+            return Outcome::Error((Status::InternalServerError, not_attached()));
         };
         let cached = req
             .local_cache_async(async {
@@ -124,10 +71,7 @@ impl<'r> FromRequest<'r> for &'r AdvancedToken {
     async fn from_request(req: &'r Request<'_>) -> Outcome<Self, Self::Error> {
         match req.rocket().state::<AdvancedToken>() {
             Some(at) => Outcome::Success(at),
-            None => Outcome::Error((
-                Status::InternalServerError,
-                Error::Config("the AdvancedToken fairing is not attached".into()),
-            )),
+            None => Outcome::Error((Status::InternalServerError, not_attached())),
         }
     }
 }
@@ -137,10 +81,7 @@ impl Sentinel for AdvancedToken {
         if rocket.state::<AdvancedToken>().is_some() {
             return false;
         }
-        log::error!(
-            "rocket_advanced_token is used (AuthUser, AdvancedToken or its routes) but its fairing \
-             is not attached: add `.attach(rocket_advanced_token::AdvancedToken::fairing())`"
-        );
+        log::error!("{NOT_ATTACHED}");
         true
     }
 }

@@ -137,31 +137,45 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+// The layers, bottom up: configuration and errors; tokens, password
+// hashing and the login body; the pool and the store (one file per
+// backend); the token cache; the service (login, tokens, users, background
+// tasks); then Rocket's side (guard, fairing, routes) and the binary's
+// (command line, demo).
+mod body;
 mod cache;
+#[cfg(feature = "cli")]
 mod cli;
 mod config;
+#[cfg(feature = "cli")]
+mod demo;
 mod error;
 mod fairing;
 mod guard;
 mod password;
+mod pool;
 mod routes;
 mod service;
 mod store;
 mod token;
 
-pub use crate::cli::{demo, run as run_cli};
+#[cfg(feature = "cli")]
+pub use crate::cli::run as run_cli;
 pub use crate::config::Config;
+#[cfg(feature = "cli")]
+pub use crate::demo::demo;
 pub use crate::error::Error;
-pub use crate::guard::AuthUser;
+pub use crate::pool::DbPool;
 pub use crate::routes::routes;
-pub use crate::service::AdvancedToken;
-pub use crate::store::{DbConnection, DbPool, TokenInfo, UserInfo};
+pub use crate::service::{AdvancedToken, AuthUser};
+pub use crate::store::{TokenInfo, UserInfo};
 pub use crate::token::parse_authorization;
 
 pub use rocket_db_pools;
 pub use sqlx;
 
 /// Entry points for `benches/hot_path.rs`; not part of the public API.
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod __bench {
     /// The SHA-256 hex digest the guard looks a token up by.
@@ -176,9 +190,10 @@ pub mod __bench {
 }
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the public API.
+#[cfg(feature = "test-hooks")]
 #[doc(hidden)]
 pub mod __fuzz {
-    use crate::routes::Credentials;
+    use crate::body::Credentials;
 
     /// Parses a login body as the login route would: `kind % 3` picks JSON (0),
     /// form-urlencoded (1) or multipart (2, the body's first line being the

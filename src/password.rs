@@ -1,15 +1,14 @@
 //! Password hashing with argon2id, off the async runtime and bounded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
 use rocket::tokio::sync::{oneshot, Semaphore};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Runs argon2id (the `argon2` crate's defaults, which are OWASP's: 19 MiB,
 /// 2 iterations, 1 lane) on `permits` dedicated threads, each with one
@@ -27,7 +26,7 @@ use crate::Error;
 #[derive(Clone)]
 pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
-    jobs: mpsc::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Job>,
     /// argon2 operations started, for tests that prove one did not run.
     operations: Arc<AtomicU64>,
 }
@@ -36,22 +35,14 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 
 /// One argon2 thread: lowest priority, one work area, jobs until the
 /// [`Hasher`] is dropped.
-fn worker(jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+fn worker(jobs: crossbeam_channel::Receiver<Job>) {
     let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
     let mut area: Vec<Block> = Vec::new();
-    loop {
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        match job {
-            // A panicking job loses its reply (the caller gets an error), not
-            // the thread.
-            Ok(job) => {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut area)));
-            }
-            Err(_) => return,
-        }
+    // Ends when the last sender (the `Hasher`) is dropped.
+    for job in jobs {
+        // A panicking job loses its reply (the caller gets an error), not
+        // the thread.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut area)));
     }
 }
 
@@ -133,8 +124,8 @@ impl Hasher {
         // Compute the dummy hash now, not on the first failed login.
         let _ = dummy_hash();
         let permits = permits.max(1);
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        // A multi-consumer channel: each idle thread takes the next job.
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         for i in 0..permits {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
@@ -160,7 +151,7 @@ impl Hasher {
             .permits
             .acquire()
             .await
-            .map_err(|_| Error::Unavailable)?;
+            .map_err(|_| Error::Internal("the password hashing semaphore is closed"))?;
         self.operations.fetch_add(1, Ordering::Relaxed);
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move |area: &mut Vec<Block>| {
@@ -172,12 +163,13 @@ impl Hasher {
         });
         self.jobs
             .send(job)
-            .map_err(|_| Error::Database("the password hashing threads have stopped".into()))?;
+            .map_err(|_| Error::Internal("the password hashing threads have stopped"))?;
         result
             .await
-            .map_err(|_| Error::Database("a password hashing job failed".into()))
+            .map_err(|_| Error::Internal("a password hashing job failed"))
     }
 
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn operations(&self) -> u64 {
         self.operations.load(Ordering::Relaxed)
     }

@@ -4,7 +4,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Bytes of CSPRNG output in a token: 256 bits.
 const TOKEN_BYTES: usize = 32;
@@ -17,24 +17,14 @@ pub(crate) const TOKEN_LEN: usize = TOKEN_BYTES * 2;
 pub(crate) fn generate() -> String {
     let mut bytes = [0u8; TOKEN_BYTES];
     OsRng.fill_bytes(&mut bytes);
-    hex(&bytes)
+    hex::encode(bytes)
 }
 
 /// The SHA-256 digest of a token, in lowercase hex: what the database keeps.
 /// A fast hash is right here: the token has 256 bits of entropy, so there is
 /// nothing to brute-force, and the digest can be looked up by a unique index.
 pub(crate) fn digest(token: &str) -> String {
-    hex(&Sha256::digest(token.as_bytes()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// Whether `token` could have been issued by [`generate`]. Anything else is
@@ -99,41 +89,38 @@ mod tests {
         assert!(!well_formed(&digest("abc")[..63]));
     }
 
+    /// What the parser gave, comparable: the token, or the error's text.
+    fn parsed<'a>(header: Option<&'a str>, keyword: &str) -> Result<&'a str, String> {
+        parse_authorization(header, keyword).map_err(|e| e.to_string())
+    }
+
+    fn err(e: Error) -> Result<&'static str, String> {
+        Err(e.to_string())
+    }
+
     #[test]
     fn header_parsing_follows_drf() {
         let t = "a".repeat(64);
         let h = format!("Token {t}");
-        assert_eq!(parse_authorization(Some(&h), "Token"), Ok(t.as_str()));
+        assert_eq!(parsed(Some(&h), "Token"), Ok(t.as_str()));
         let h = format!("token\t {t}  ");
-        assert_eq!(parse_authorization(Some(&h), "Token"), Ok(t.as_str()));
+        assert_eq!(parsed(Some(&h), "Token"), Ok(t.as_str()));
+        assert_eq!(parsed(None, "Token"), err(Error::NotAuthenticated));
+        assert_eq!(parsed(Some(""), "Token"), err(Error::NotAuthenticated));
         assert_eq!(
-            parse_authorization(None, "Token"),
-            Err(Error::NotAuthenticated)
+            parsed(Some("Bearer x"), "Token"),
+            err(Error::NotAuthenticated)
         );
+        assert_eq!(parsed(Some("Token"), "Token"), err(Error::NoCredentials));
+        assert_eq!(parsed(Some("Token   "), "Token"), err(Error::NoCredentials));
         assert_eq!(
-            parse_authorization(Some(""), "Token"),
-            Err(Error::NotAuthenticated)
+            parsed(Some("Token a b"), "Token"),
+            err(Error::TokenHasSpaces)
         );
+        assert_eq!(parsed(Some("BEARER x"), "Bearer"), Ok("x"));
         assert_eq!(
-            parse_authorization(Some("Bearer x"), "Token"),
-            Err(Error::NotAuthenticated)
-        );
-        assert_eq!(
-            parse_authorization(Some("Token"), "Token"),
-            Err(Error::NoCredentials)
-        );
-        assert_eq!(
-            parse_authorization(Some("Token   "), "Token"),
-            Err(Error::NoCredentials)
-        );
-        assert_eq!(
-            parse_authorization(Some("Token a b"), "Token"),
-            Err(Error::TokenHasSpaces)
-        );
-        assert_eq!(parse_authorization(Some("BEARER x"), "Bearer"), Ok("x"));
-        assert_eq!(
-            parse_authorization(Some("Tokens x"), "Token"),
-            Err(Error::NotAuthenticated)
+            parsed(Some("Tokens x"), "Token"),
+            err(Error::NotAuthenticated)
         );
     }
 
@@ -182,7 +169,14 @@ mod tests {
     fn check(header: Option<&str>, keyword: &str) -> Result<(), TestCaseError> {
         let got = parse_authorization(header, keyword);
         let want = reference(header, keyword);
-        prop_assert_eq!(got.clone().map(str::to_owned), want, "header {:?}", header);
+        prop_assert_eq!(
+            got.as_ref()
+                .map(|t| t.to_string())
+                .map_err(|e| e.to_string()),
+            want.map_err(|e| e.to_string()),
+            "header {:?}",
+            header
+        );
         if let Ok(token) = got {
             prop_assert!(!token.is_empty());
             prop_assert!(!token.bytes().any(|b| PY_BYTES_WS.contains(&(b as char))));
@@ -283,7 +277,10 @@ mod tests {
                 })
             };
             if let Some(expected) = expected {
-                prop_assert_eq!(parse_authorization(Some(&header), &keyword), expected);
+                prop_assert_eq!(
+                    parse_authorization(Some(&header), &keyword).map_err(|e| e.to_string()),
+                    expected.map_err(|e| e.to_string())
+                );
             }
         }
 

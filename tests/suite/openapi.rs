@@ -49,15 +49,10 @@ async fn fetch_document(client: &Client) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// A mounted route's path as the document writes it: the crate's routes end
-/// in an empty-only `<_..>` tail, which the document spells as a trailing
-/// `/`.
+/// A mounted route's path as the document writes it: with a trailing `/`
+/// (Rocket routes `/auth/login/` to a route `/auth/login`).
 fn document_path(route_path: &str) -> String {
-    match route_path.strip_suffix("<_..>") {
-        Some(base) if base.ends_with('/') => base.to_owned(),
-        Some(base) => format!("{base}/"),
-        None => route_path.to_owned(),
-    }
+    format!("{}/", route_path.trim_end_matches('/'))
 }
 
 /// Every (METHOD, path) the document describes.

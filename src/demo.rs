@@ -1,0 +1,46 @@
+//! The demo app that `advanced-token serve` (and `cargo run`) launches, and
+//! the OpenAPI document it serves.
+
+use rocket::serde::json::Json;
+use rocket::{get, routes, Build, Rocket};
+use serde_json::{json, Value};
+
+use crate::service::{AdvancedToken, AuthUser};
+
+/// The demo app: the fairing, the routes at `/auth`, `GET /api/hello/`
+/// behind the [`AuthUser`] guard, and the OpenAPI document of all of them at
+/// `GET /auth/openapi.json`. `advanced-token serve` launches it.
+pub fn demo(rocket: Rocket<Build>) -> Rocket<Build> {
+    rocket
+        .attach(AdvancedToken::fairing())
+        .mount("/auth", crate::routes())
+        .mount("/auth", routes![openapi])
+        .mount("/api", routes![hello])
+}
+
+/// The demo's protected example.
+#[get("/hello")]
+fn hello(user: AuthUser) -> Json<Value> {
+    Json(json!({ "username": user.username }))
+}
+
+/// The OpenAPI 3.0 document of the demo's routes (`openapi.json` at the
+/// crate's root), as written for the default prefix `Token`.
+const OPENAPI: &str = include_str!("../openapi.json");
+
+/// `GET /auth/openapi.json`: the document, with the configured bearer
+/// prefix in the security scheme's description.
+#[get("/openapi.json")]
+fn openapi(at: &AdvancedToken) -> Json<Value> {
+    let mut doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is valid JSON");
+    let prefix = &at.config().bearer_prefix;
+    if let Some(Value::String(text)) =
+        doc.pointer_mut("/components/securitySchemes/tokenAuth/description")
+    {
+        *text = text.replace(
+            "`Authorization: Token <token>`",
+            &format!("`Authorization: {prefix} <token>`"),
+        );
+    }
+    Json(doc)
+}

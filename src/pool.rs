@@ -1,0 +1,265 @@
+//! The connection pool: one of sqlx's native pools, chosen at launch by the
+//! URL's scheme, and the [`Store`] on top of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::store::Store;
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
+compile_error!(
+    "rocket_advanced_token needs at least one of the features `sqlite`, `postgres`, `mysql`"
+);
+
+/// The crate's connection pool: one of sqlx's native pools, chosen at launch
+/// by the scheme of `databases.advanced_token.url`, configured like any
+/// `rocket_db_pools` database (`url`, `max_connections`, `connect_timeout`,
+/// `idle_timeout`, `min_connections`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DbPool {
+    /// `sqlite:` URLs. WAL mode, foreign keys on, busy timeout =
+    /// `connect_timeout`, the file created if missing.
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    /// `postgres:` and `postgresql:` URLs.
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+    /// `mysql:` and `mariadb:` URLs.
+    #[cfg(feature = "mysql")]
+    MySql(sqlx::MySqlPool),
+}
+
+/// Which backend a URL names, by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+impl Backend {
+    /// The backend a URL's scheme names.
+    pub(crate) fn of_url(url: &str) -> Option<Backend> {
+        let scheme = url.split(':').next()?.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Some(Backend::Sqlite),
+            "postgres" | "postgresql" => Some(Backend::Postgres),
+            "mysql" | "mariadb" => Some(Backend::MySql),
+            _ => None,
+        }
+    }
+
+    /// `SQLite`, `PostgreSQL` or `MySQL`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+            Backend::MySql => "MySQL",
+        }
+    }
+
+    /// The Cargo feature that compiles it in.
+    fn feature(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::MySql => "mysql",
+        }
+    }
+}
+
+/// Query parameters that carry secrets in a database URL.
+const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
+
+/// The URL with any password (in the authority or the query) replaced by
+/// `***`, for messages and logs.
+pub(crate) fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str());
+                (
+                    k.into_owned(),
+                    if secret { "***".into() } else { v.into_owned() },
+                )
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+impl DbPool {
+    /// The backend's name: `SQLite`, `PostgreSQL` or `MySQL`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend().name()
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            DbPool::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "mysql")]
+            DbPool::MySql(_) => Backend::MySql,
+        }
+    }
+
+    /// Opens a pool from a `rocket_db_pools` configuration.
+    pub async fn connect(config: &rocket_db_pools::Config) -> Result<DbPool, sqlx::Error> {
+        let url = config.url.as_str();
+        let backend = Backend::of_url(url).ok_or_else(|| {
+            sqlx::Error::Configuration(
+                format!(
+                    "unsupported URL scheme in {:?}: expected sqlite:, postgres:, postgresql:, mysql: or mariadb:",
+                    redact_url(url)
+                )
+                .into(),
+            )
+        })?;
+        #[allow(unreachable_patterns)]
+        match backend {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => Ok(DbPool::Sqlite(connect_sqlite(config).await?)),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => Ok(DbPool::Postgres(connect_postgres(config).await?)),
+            #[cfg(feature = "mysql")]
+            Backend::MySql => Ok(DbPool::MySql(connect_mysql(config).await?)),
+            other => Err(sqlx::Error::Configuration(
+                format!(
+                    "{} support is not compiled in: enable the crate's `{}` feature",
+                    other.name(),
+                    other.feature()
+                )
+                .into(),
+            )),
+        }
+    }
+
+    /// The store on this pool.
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(p) => Arc::new(crate::store::sqlite::SqliteStore { pool: p.clone() }),
+            #[cfg(feature = "postgres")]
+            DbPool::Postgres(p) => Arc::new(crate::store::postgres::PgStore { pool: p.clone() }),
+            #[cfg(feature = "mysql")]
+            DbPool::MySql(p) => Arc::new(crate::store::mysql::MySqlStore { pool: p.clone() }),
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(p) => p.close().await,
+            #[cfg(feature = "postgres")]
+            DbPool::Postgres(p) => p.close().await,
+            #[cfg(feature = "mysql")]
+            DbPool::MySql(p) => p.close().await,
+        }
+    }
+}
+
+/// The pool options every backend shares.
+fn pool_options<DB: sqlx::Database>(
+    config: &rocket_db_pools::Config,
+) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(config.max_connections.max(1) as u32)
+        .min_connections(config.min_connections.unwrap_or(0))
+        .acquire_timeout(Duration::from_secs(config.connect_timeout))
+        .idle_timeout(config.idle_timeout.map(Duration::from_secs))
+}
+
+#[cfg(feature = "sqlite")]
+async fn connect_sqlite(config: &rocket_db_pools::Config) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    use sqlx::ConnectOptions;
+    let mut opts: SqliteConnectOptions = config.url.parse()?;
+    opts = opts
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(config.connect_timeout))
+        .disable_statement_logging();
+    for ext in config.extensions.iter().flatten() {
+        opts = opts.extension(ext.clone());
+    }
+    pool_options(config).connect_with(opts).await
+}
+
+#[cfg(feature = "postgres")]
+async fn connect_postgres(config: &rocket_db_pools::Config) -> Result<sqlx::PgPool, sqlx::Error> {
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::ConnectOptions;
+    let opts: PgConnectOptions = config.url.parse()?;
+    pool_options(config)
+        .connect_with(opts.disable_statement_logging())
+        .await
+}
+
+#[cfg(feature = "mysql")]
+async fn connect_mysql(config: &rocket_db_pools::Config) -> Result<sqlx::MySqlPool, sqlx::Error> {
+    use sqlx::mysql::MySqlConnectOptions;
+    use sqlx::ConnectOptions;
+    let url = match config.url.strip_prefix("mariadb:") {
+        Some(rest) => format!("mysql:{rest}"),
+        None => config.url.clone(),
+    };
+    let opts: MySqlConnectOptions = url.parse()?;
+    pool_options(config)
+        .connect_with(opts.disable_statement_logging())
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_by_scheme() {
+        assert_eq!(Backend::of_url("sqlite://x.db"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::of_url("postgresql://h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::of_url("postgres://h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::of_url("mariadb://h/db"), Some(Backend::MySql));
+        assert_eq!(Backend::of_url("MySQL://h/db"), Some(Backend::MySql));
+        assert_eq!(Backend::of_url("redis://h"), None);
+        assert_eq!(Backend::of_url("nonsense"), None);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://bob:hunter2@db.example:5432/app"),
+            "postgres://bob:***@db.example:5432/app"
+        );
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1/test"),
+            "mysql://root@127.0.0.1/test"
+        );
+        let r = redact_url("postgres://u:p@ss@h/db?x=1");
+        assert!(!r.contains("p@ss") && !r.contains(":p@"), "{r}");
+        assert_eq!(
+            redact_url("sqlite://a.db?mode=rwc"),
+            "sqlite://a.db?mode=rwc"
+        );
+        let r = redact_url("postgres://u@h/db?sslmode=require&password=hunter2&sslpassword=k3y");
+        assert!(!r.contains("hunter2") && !r.contains("k3y"), "{r}");
+        assert!(r.contains("sslmode=require"), "{r}");
+    }
+}

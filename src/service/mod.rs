@@ -1,0 +1,241 @@
+//! [`AdvancedToken`]: the managed state behind the guard and the routes, and
+//! the library functions the command line is built on. Split by concern:
+//! `login` (throttle, verify, issue), `tokens` (authenticate, rotate,
+//! revoke), `users` (administration), `sync` (the cache's background
+//! tasks), `throttle` (the in-process admission of login attempts).
+
+use std::future::Future;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rocket::figment::providers::Serialized;
+use rocket::figment::Figment;
+
+use crate::cache::TokenCache;
+use crate::config::{describe_figment_error, Config};
+use crate::error::Error;
+use crate::password::Hasher;
+use crate::pool::{redact_url, Backend, DbPool};
+use crate::store::Store;
+
+mod login;
+mod sync;
+mod throttle;
+mod tokens;
+mod users;
+
+pub use tokens::AuthUser;
+
+/// A source of the current time in Unix seconds.
+pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+fn system_clock() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The plugin: its fairing, and a handle on its database for your own code.
+///
+/// Attach [`AdvancedToken::fairing()`] to your Rocket. Once launched, the
+/// handle is managed state, so handlers can take `&State<AdvancedToken>` (or
+/// `&AdvancedToken`) and call the same functions the `advanced-token`
+/// command line uses, e.g. to build a signup endpoint:
+///
+/// ```rust,no_run
+/// # use rocket::{post, serde::json::Json};
+/// use rocket_advanced_token::{AdvancedToken, Error};
+///
+/// #[post("/signup", data = "<form>")]
+/// async fn signup(at: &AdvancedToken, form: Json<(String, String)>) -> Result<Json<String>, Error> {
+///     let (username, password) = form.into_inner();
+///     at.create_user(&username, &password).await?;
+///     Ok(Json(at.login(&username, &password).await?))
+/// }
+/// ```
+///
+/// Outside Rocket (scripts, other binaries), [`AdvancedToken::connect()`]
+/// opens the same database from the same configuration.
+#[derive(Clone)]
+pub struct AdvancedToken {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    pool: DbPool,
+    store: Arc<dyn Store>,
+    hasher: Hasher,
+    clock: Clock,
+    database: String,
+    /// The most a database call may take: the pool's `connect_timeout`.
+    /// Past it the call fails with [`Error::Unavailable`] (503), never a hang.
+    db_timeout: Duration,
+    /// When this process last pruned old login failures.
+    last_prune: AtomicI64,
+    /// The database URL, unredacted, for the PostgreSQL listener.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    url: String,
+    /// Verified tokens, when `token_cache` is on (and in a server).
+    cache: Option<TokenCache>,
+    /// Login attempts under way in this process, per username and per IP.
+    in_flight: throttle::InFlight,
+}
+
+impl std::fmt::Debug for AdvancedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdvancedToken")
+            .field("config", &self.inner.config)
+            .field("database", &self.inner.database)
+            .finish()
+    }
+}
+
+/// The `rocket_db_pools` configuration of `databases.advanced_token`, with
+/// the crate's defaults.
+fn database_config(figment: &Figment) -> Result<rocket_db_pools::Config, Error> {
+    let workers: usize = figment
+        .extract_inner(rocket::Config::WORKERS)
+        .unwrap_or_else(|_| rocket::Config::default().workers);
+    let db_key = "databases.advanced_token";
+    if !figment.contains(&format!("{db_key}.url")) {
+        return Err(Error::Config(format!(
+            "{db_key}.url: missing; set it in Rocket.toml ([default.databases.advanced_token] url = \"sqlite://advanced_token.sqlite?mode=rwc\") or ROCKET_DATABASES='{{advanced_token={{url=\"...\"}}}}'"
+        )));
+    }
+    let config: rocket_db_pools::Config = figment
+        .focus(db_key)
+        .join(Serialized::default("max_connections", workers * 4))
+        .join(Serialized::default("connect_timeout", 5))
+        .extract()
+        .map_err(|e| Error::Config(describe_figment_error(e, db_key)))?;
+    if Backend::of_url(&config.url).is_none() {
+        return Err(Error::Config(format!(
+            "{db_key}.url: unsupported scheme in {:?}; use sqlite:, postgres:, postgresql:, mysql: or mariadb:",
+            redact_url(&config.url)
+        )));
+    }
+    Ok(config)
+}
+
+impl AdvancedToken {
+    /// Opens the database named by a Rocket figment (`advanced_token` and
+    /// `databases.advanced_token`, exactly as the fairing does), runs the
+    /// migrations, and returns a handle. The command line uses this with
+    /// `rocket::Config::figment()`, so it sees what the server sees.
+    pub async fn connect(figment: &Figment) -> Result<AdvancedToken, Error> {
+        Self::open(figment, None, false).await
+    }
+
+    /// Opens the database; `serve` adds the token cache (if configured) and
+    /// its background tasks.
+    pub(crate) async fn open(
+        figment: &Figment,
+        clock: Option<Clock>,
+        serve: bool,
+    ) -> Result<AdvancedToken, Error> {
+        let config = Config::from_figment(figment).map_err(Error::Config)?;
+        let db = database_config(figment)?;
+        let url = redact_url(&db.url);
+        let pool = DbPool::connect(&db)
+            .await
+            .map_err(|e| Error::Config(format!("cannot open the database at {url}: {e}")))?;
+        let clock = clock.unwrap_or_else(|| Arc::new(system_clock));
+        let store = pool.store();
+        if let Err(e) = store.migrate(clock()).await {
+            pool.close().await;
+            return Err(Error::Config(format!(
+                "cannot run the advanced_token migrations on {url}: {e}"
+            )));
+        }
+        let cache = (serve && config.token_cache).then(|| {
+            TokenCache::new(
+                config.token_cache_capacity,
+                Duration::from_secs_f64(config.token_cache_poll),
+            )
+        });
+        let at = AdvancedToken {
+            inner: Arc::new(Inner {
+                hasher: Hasher::new(config.hash_permits()),
+                config,
+                pool,
+                store,
+                clock,
+                database: url,
+                db_timeout: Duration::from_secs(db.connect_timeout.max(1)),
+                last_prune: AtomicI64::new(0),
+                url: db.url.clone(),
+                cache,
+                in_flight: throttle::InFlight::default(),
+            }),
+        };
+        at.start_background_tasks().await;
+        Ok(at)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The database pool, for apps that want to query the crate's tables.
+    pub fn pool(&self) -> &DbPool {
+        &self.inner.pool
+    }
+
+    /// The database URL, with any password masked.
+    pub fn database(&self) -> &str {
+        &self.inner.database
+    }
+
+    /// Closes the database pool.
+    pub async fn close(&self) {
+        self.inner.store.close().await
+    }
+
+    /// How many argon2 operations this process has started (for tests that
+    /// prove one did or did not run).
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub fn password_operations(&self) -> u64 {
+        self.inner.hasher.operations()
+    }
+
+    fn now(&self) -> i64 {
+        (self.inner.clock)()
+    }
+
+    /// Every database call goes through here: the store is reachable no
+    /// other way. The call gets the `connect_timeout` deadline (a hung
+    /// database answers 503, never hangs a request or a command), and its
+    /// error becomes an [`Error`] that keeps the sqlx error as its source.
+    async fn db<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Error>
+    where
+        F: FnOnce(&'a dyn Store) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        match rocket::tokio::time::timeout(self.inner.db_timeout, call(&*self.inner.store)).await {
+            Ok(result) => result.map_err(Error::from),
+            Err(_elapsed) => Err(Error::Unavailable(None)),
+        }
+    }
+
+    fn cache(&self) -> Option<&TokenCache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// Drops every cached token (after a revocation by this process).
+    fn forget_all(&self) {
+        if let Some(cache) = self.cache() {
+            cache.invalidate_all();
+        }
+    }
+
+    fn expiry_from(&self, now: i64) -> Option<i64> {
+        self.config()
+            .token_ttl
+            .map(|ttl| now.saturating_add(ttl as i64))
+    }
+}

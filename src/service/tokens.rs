@@ -1,0 +1,247 @@
+//! The token lifecycle: authenticate (the guard's work), rotate, revoke.
+
+use crate::error::Error;
+use crate::store::{NewToken, TokenRow};
+use crate::token;
+
+use super::AdvancedToken;
+
+/// Writes of `last_used_at` (and of a sliding expiry) happen at most this
+/// often per token, so the guard's hot path is one read.
+pub(crate) const TOUCH_INTERVAL: i64 = 60;
+
+/// The user a valid `Authorization: <prefix> <token>` header belongs to:
+/// what the request guard gives a handler.
+///
+/// ```rust
+/// # use rocket::get;
+/// use rocket_advanced_token::AuthUser;
+///
+/// #[get("/api/hello")]
+/// fn hello(user: AuthUser) -> String {
+///     format!("hello, {} (user {})", user.username, user.id)
+/// }
+/// ```
+///
+/// Without a valid token the request fails with 401 and a DRF-style body,
+/// `{"detail": "Invalid token."}`, plus `WWW-Authenticate: <prefix>`; with
+/// the database unreachable, with 503. Other forms:
+///
+/// * `Option<AuthUser>`: `None` instead of failing, for optional
+///   authentication.
+/// * `Result<AuthUser, Error>`: the [`Error`] itself, to answer as you wish
+///   (it is a `Responder` that gives the standard body).
+///
+/// When the plain `AuthUser` guard fails, the fairing gives Rocket's
+/// catcher response the DRF body and `WWW-Authenticate` header. It tells
+/// such a response by its status (401 or 503) and the absence of
+/// `WWW-Authenticate`, so a handler that takes `Option<AuthUser>` and
+/// answers 401 itself should set that header (HTTP requires it on every
+/// 401); a response that carries it is never rewritten.
+///
+/// The lookup runs once per request, however many guards ask. Using the
+/// guard without attaching [`AdvancedToken::fairing()`] aborts launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuthUser {
+    /// The user's id.
+    pub id: i64,
+    /// The user's username.
+    pub username: String,
+    pub(crate) token_id: i64,
+    pub(crate) digest: String,
+    pub(crate) rotation_locked: bool,
+    pub(crate) created_at: i64,
+}
+
+impl AuthUser {
+    fn from_row(row: TokenRow, digest: String) -> Self {
+        AuthUser {
+            id: row.user_id,
+            username: row.username,
+            token_id: row.token_id,
+            digest,
+            rotation_locked: row.rotation_locked,
+            created_at: row.created_at,
+        }
+    }
+
+    /// The id of the token the request authenticated with (the id that
+    /// `list-tokens` shows).
+    pub fn token_id(&self) -> i64 {
+        self.token_id
+    }
+}
+
+impl AdvancedToken {
+    /// Issues a new token for a user id, without a password: for apps that
+    /// authenticate users another way. [`Error::UnknownUser`] if there is
+    /// no such user.
+    pub async fn issue_token(&self, user_id: i64) -> Result<String, Error> {
+        self.store_token(user_id, None)
+            .await?
+            .ok_or_else(|| Error::UnknownUser(format!("#{user_id}")))
+    }
+
+    /// Stores a new token for `user_id`; `None` if the user is gone or, with
+    /// `verified_hash`, no longer has that password hash or is inactive.
+    pub(super) async fn store_token(
+        &self,
+        user_id: i64,
+        verified_hash: Option<&str>,
+    ) -> Result<Option<String>, Error> {
+        let token = token::generate();
+        let digest = token::digest(&token);
+        let now = self.now();
+        let new = NewToken {
+            user_id,
+            verified_hash,
+            digest: &digest,
+            now,
+            expires_at: self.expiry_from(now),
+            keep: self.config().max_tokens_per_user,
+        };
+        let Some(evicted) = self.db(|s| s.insert_token(new)).await? else {
+            return Ok(None);
+        };
+        if evicted > 0 {
+            self.forget_all();
+        }
+        Ok(Some(token))
+    }
+
+    /// Authenticates a token (the part after the keyword). This is what the
+    /// [`AuthUser`] guard runs: with the cache, usually no query; otherwise
+    /// one indexed read, plus a write at most once a minute per token to
+    /// record its use.
+    pub async fn authenticate(&self, token: &str) -> Result<AuthUser, Error> {
+        if !token::well_formed(token) {
+            return Err(Error::InvalidToken);
+        }
+        let digest = token::digest(token);
+        let now = self.now();
+        if let Some(row) = self.cache().and_then(|c| c.get(&digest)) {
+            // A hit needs no database work unless the token expired (the
+            // database path deletes it) or a use is due to be recorded.
+            let expired = row.expires_at.is_some_and(|at| at <= now);
+            if !expired && row.is_active && self.touch(&row, now).is_none() {
+                return Ok(AuthUser::from_row(row, digest));
+            }
+        }
+        let row = self.lookup(&digest, now).await?;
+        Ok(AuthUser::from_row(row, digest))
+    }
+
+    /// The database path of [`AdvancedToken::authenticate`].
+    async fn lookup(&self, digest: &str, now: i64) -> Result<TokenRow, Error> {
+        let generation = self.cache().map(|c| c.generation());
+        let mut row = self
+            .db(|s| s.find_token(digest))
+            .await?
+            .ok_or(Error::InvalidToken)?;
+        if row.expires_at.is_some_and(|at| at <= now) {
+            self.db(|s| s.delete_token(row.token_id, digest)).await?;
+            if let Some(c) = self.cache() {
+                c.invalidate(digest);
+            }
+            return Err(Error::TokenExpired);
+        }
+        if !row.is_active {
+            return Err(Error::UserInactive);
+        }
+        if let Some(expires_at) = self.touch(&row, now) {
+            self.db(|s| s.touch_token(row.token_id, digest, now, expires_at))
+                .await?;
+            row.last_used_at = now;
+            row.expires_at = expires_at;
+        }
+        if let (Some(c), Some(generation)) = (self.cache(), generation) {
+            c.insert(digest.to_owned(), row.clone(), generation);
+        }
+        Ok(row)
+    }
+
+    /// Whether this use must be written, and the expiry to write. At most once
+    /// a [`TOUCH_INTERVAL`] per token.
+    fn touch(&self, row: &TokenRow, now: i64) -> Option<Option<i64>> {
+        if now - row.last_used_at < TOUCH_INTERVAL {
+            return None;
+        }
+        if self.config().token_ttl_sliding {
+            Some(self.capped_expiry(now, row.created_at))
+        } else {
+            Some(row.expires_at)
+        }
+    }
+
+    /// `token_ttl` from `now`, capped by `token_max_lifetime` from the login
+    /// that started the token's chain (`created_at`, which rotation keeps).
+    fn capped_expiry(&self, now: i64, created_at: i64) -> Option<i64> {
+        let slid = self.expiry_from(now)?;
+        Some(match self.config().token_max_lifetime {
+            Some(max) => slid.min(created_at.saturating_add(max as i64)),
+            None => slid,
+        })
+    }
+
+    /// Replaces the token `user` authenticated with by a new one: the old
+    /// token stops working at once; the user's other tokens are untouched.
+    /// Of concurrent rotations of one token exactly one succeeds; the others
+    /// get [`Error::InvalidToken`]. [`Error::RotationDisabled`] or
+    /// [`Error::RotationLocked`] when rotation is not allowed.
+    pub async fn rotate(&self, user: &AuthUser) -> Result<String, Error> {
+        if !self.config().allow_rotation {
+            return Err(Error::RotationDisabled);
+        }
+        if user.rotation_locked {
+            return Err(Error::RotationLocked);
+        }
+        let token = token::generate();
+        let new_digest = token::digest(&token);
+        let now = self.now();
+        let expires_at = self.capped_expiry(now, user.created_at);
+        let rotated = self
+            .db(|s| s.rotate_token(user.token_id, &user.digest, &new_digest, now, expires_at))
+            .await?;
+        if let Some(cache) = self.cache() {
+            cache.invalidate(&user.digest);
+        }
+        if rotated {
+            Ok(token)
+        } else {
+            Err(Error::InvalidToken)
+        }
+    }
+
+    /// Logs `user` out everywhere: deletes all of the user's tokens. Returns
+    /// how many. [`Error::LogoutDisabled`] with `allow_logout = false`.
+    pub async fn logout(&self, user: &AuthUser) -> Result<u64, Error> {
+        if !self.config().allow_logout {
+            return Err(Error::LogoutDisabled);
+        }
+        let n = self.db(|s| s.delete_user_tokens(user.id)).await;
+        self.forget_all();
+        n
+    }
+
+    /// Deletes all tokens of one user. Returns how many.
+    pub async fn revoke_tokens(&self, username: &str) -> Result<u64, Error> {
+        let id = self.user_id(username).await?;
+        let n = self.db(|s| s.delete_user_tokens(id)).await;
+        self.forget_all();
+        n
+    }
+
+    /// Deletes every token of every user. Returns how many.
+    pub async fn revoke_all_tokens(&self) -> Result<u64, Error> {
+        let n = self.db(|s| s.delete_all_tokens()).await;
+        self.forget_all();
+        n
+    }
+
+    /// Deletes expired tokens. Returns how many.
+    pub async fn purge_expired(&self) -> Result<u64, Error> {
+        let now = self.now();
+        self.db(|s| s.purge_expired(now)).await
+    }
+}

@@ -1,0 +1,113 @@
+//! The migration runner, shared by every backend: lock, read what is
+//! applied, apply the rest, unlock. Each backend says how it locks and
+//! holds its own SQL for each step ([`Migrator`]).
+
+use std::time::Duration;
+
+use super::is_conflict;
+
+/// One migration: a version, a name, and its SQL for each backend.
+#[allow(dead_code)] // only the compiled-in backends' SQL is read
+pub(crate) struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+    pub mysql: &'static str,
+}
+
+/// The crate's migrations, in order. They are tracked in the crate's own
+/// table, `advanced_token_migrations`, never in sqlx's `_sqlx_migrations`,
+/// so the host app's own sqlx migrations on the same database are left alone
+/// (and leave us alone), whichever runs first.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "create tables",
+        sqlite: include_str!("../../migrations/sqlite/0001_create_tables.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_create_tables.sql"),
+        mysql: include_str!("../../migrations/mysql/0001_create_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "login failures",
+        sqlite: include_str!("../../migrations/sqlite/0002_login_failures.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_login_failures.sql"),
+        mysql: include_str!("../../migrations/mysql/0002_login_failures.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "revocation counter",
+        sqlite: include_str!("../../migrations/sqlite/0003_revocations.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_revocations.sql"),
+        mysql: include_str!("../../migrations/mysql/0003_revocations.sql"),
+    },
+    Migration {
+        version: 4,
+        description: "revocation notify",
+        sqlite: include_str!("../../migrations/sqlite/0004_revocation_notify.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_revocation_notify.sql"),
+        mysql: include_str!("../../migrations/mysql/0004_revocation_notify.sql"),
+    },
+];
+
+/// How long a process waits for another one's migrations before giving up.
+pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// One backend's side of a migration run, on one connection.
+#[rocket::async_trait]
+pub(crate) trait Migrator: Send {
+    /// Takes the backend's migration lock, waiting at most [`LOCK_WAIT`];
+    /// an error if it was not granted. (SQLite needs none: its writers take
+    /// turns.)
+    async fn lock(&mut self) -> Result<(), sqlx::Error>;
+    /// Releases the lock taken by [`Migrator::lock`].
+    async fn unlock(&mut self) -> Result<(), sqlx::Error>;
+    /// The versions already applied; creates the tracking table (quietly)
+    /// if it does not exist.
+    async fn applied(&mut self) -> Result<Vec<i64>, sqlx::Error>;
+    /// Applies one migration and records it (in one transaction where the
+    /// backend has transactional DDL; MySQL commits DDL implicitly, so
+    /// there every statement is idempotent instead).
+    async fn apply(&mut self, m: &Migration, now: i64) -> Result<(), sqlx::Error>;
+}
+
+/// Applies the pending migrations under the backend's lock. A run that
+/// collides with another process's (a deadlock, or a Galera certification
+/// failure: Galera's locks are per node) is run again from the start: every
+/// step is idempotent, and what the other process applied is then skipped.
+pub(crate) async fn run(m: &mut dyn Migrator, now: i64) -> Result<(), sqlx::Error> {
+    m.lock().await?;
+    let mut tries = 0u64;
+    let result = loop {
+        match pending(m, now).await {
+            Err(e) if is_conflict(&e) && tries < 8 => {
+                tries += 1;
+                let pause = 20 * tries + rand::random::<u64>() % 50;
+                rocket::tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            other => break other,
+        }
+    };
+    let unlocked = m.unlock().await;
+    result.and(unlocked)
+}
+
+async fn pending(m: &mut dyn Migrator, now: i64) -> Result<(), sqlx::Error> {
+    let applied = m.applied().await?;
+    for migration in MIGRATIONS {
+        if !applied.contains(&migration.version) {
+            m.apply(migration, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The error for a migration lock not granted within [`LOCK_WAIT`].
+#[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+pub(crate) fn lock_timeout() -> sqlx::Error {
+    sqlx::Error::Protocol(format!(
+        "another process held the advanced_token migration lock for more than {} s",
+        LOCK_WAIT.as_secs()
+    ))
+}

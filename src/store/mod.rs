@@ -1,0 +1,297 @@
+//! Storage: one [`Store`] trait, one implementation per backend, each with
+//! its own literal SQL (`sqlite.rs`, `postgres.rs`, `mysql.rs`).
+//!
+//! What the backends share lives here: the rows they return, the retry
+//! policy for deadlocks and serialisation failures, and the migration
+//! runner. Races are settled by the database: unique indexes, row locks
+//! taken by the first statement of a transaction, and `WHERE` clauses that
+//! re-check what they change.
+
+use std::future::Future;
+use std::time::Duration;
+
+mod migrate;
+#[cfg(feature = "mysql")]
+pub(crate) mod mysql;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
+
+/// What login needs to know about a user.
+#[derive(Debug)]
+pub(crate) struct LoginRow {
+    pub id: i64,
+    pub password_hash: String,
+    pub is_active: bool,
+}
+
+/// A token and its user, found by digest in one indexed query.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenRow {
+    pub token_id: i64,
+    pub user_id: i64,
+    pub username: String,
+    pub is_active: bool,
+    pub rotation_locked: bool,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// The columns of [`TokenRow`], in the order every backend selects them.
+pub(crate) type TokenTuple = (i64, i64, String, bool, bool, i64, i64, Option<i64>);
+
+impl From<TokenTuple> for TokenRow {
+    fn from(t: TokenTuple) -> Self {
+        TokenRow {
+            token_id: t.0,
+            user_id: t.1,
+            username: t.2,
+            is_active: t.3,
+            rotation_locked: t.4,
+            created_at: t.5,
+            last_used_at: t.6,
+            expires_at: t.7,
+        }
+    }
+}
+
+/// A user, as `list-users` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct UserInfo {
+    /// The user's id.
+    pub id: i64,
+    /// The username (case-sensitive).
+    pub username: String,
+    /// Whether the user may log in and use tokens.
+    pub is_active: bool,
+    /// Whether token rotation is locked for this user.
+    pub rotation_locked: bool,
+    /// When the user was created, in seconds since the Unix epoch.
+    pub created_at: i64,
+    /// How many unexpired tokens the user holds.
+    pub live_tokens: i64,
+}
+
+/// The columns of [`UserInfo`], in the order every backend selects them.
+pub(crate) type UserTuple = (i64, String, bool, bool, i64, i64);
+
+impl From<UserTuple> for UserInfo {
+    fn from(t: UserTuple) -> Self {
+        UserInfo {
+            id: t.0,
+            username: t.1,
+            is_active: t.2,
+            rotation_locked: t.3,
+            created_at: t.4,
+            live_tokens: t.5,
+        }
+    }
+}
+
+/// A token's metadata, as `list-tokens` shows it: never the token or its
+/// digest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct TokenInfo {
+    /// The token's row id, stable for its lifetime (rotation keeps it).
+    pub id: i64,
+    /// When the login that started this token's chain happened, Unix
+    /// seconds (rotation keeps it: `token_max_lifetime` counts from it).
+    pub created_at: i64,
+    /// When the token was last used, Unix seconds, to within a minute.
+    pub last_used_at: i64,
+    /// When the token expires, Unix seconds; `None` for never.
+    pub expires_at: Option<i64>,
+}
+
+/// The columns of [`TokenInfo`], in the order every backend selects them.
+pub(crate) type TokenInfoTuple = (i64, i64, i64, Option<i64>);
+
+impl From<TokenInfoTuple> for TokenInfo {
+    fn from(t: TokenInfoTuple) -> Self {
+        TokenInfo {
+            id: t.0,
+            created_at: t.1,
+            last_used_at: t.2,
+            expires_at: t.3,
+        }
+    }
+}
+
+/// Failed logins within the throttling window, for one scope.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failures {
+    pub count: i64,
+    pub oldest: Option<i64>,
+}
+
+/// A user flag an administrator sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UserFlag {
+    Active,
+    RotationLocked,
+}
+
+/// A token to store.
+#[derive(Debug)]
+pub(crate) struct NewToken<'a> {
+    pub user_id: i64,
+    /// The password hash the login verified: the token is only stored if
+    /// the user still has it and is active (a password change or a
+    /// deactivation that committed meanwhile wins). `None` (a token issued
+    /// without a password) only needs the user to exist.
+    pub verified_hash: Option<&'a str>,
+    pub digest: &'a str,
+    pub now: i64,
+    pub expires_at: Option<i64>,
+    /// The most tokens the user keeps; the least recently used go.
+    pub keep: u32,
+}
+
+/// The crate's tables on one backend. Every method is one transaction (or
+/// one statement); the ones that revoke tokens bump the revocation counter
+/// in the same transaction.
+#[rocket::async_trait]
+pub(crate) trait Store: Send + Sync + 'static {
+    /// Applies the migrations this database has not seen yet. Safe to run
+    /// from any number of processes at once.
+    async fn migrate(&self, now: i64) -> Result<(), sqlx::Error>;
+    /// Closes every connection.
+    async fn close(&self);
+
+    /// Inserts an active user; `None` if the username is taken.
+    async fn create_user(
+        &self,
+        name: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<i64>, sqlx::Error>;
+    /// The user with this username.
+    async fn find_user(&self, name: &str) -> Result<Option<LoginRow>, sqlx::Error>;
+    /// Sets the password hash and deletes the user's tokens; `None` if
+    /// there is no such user, else how many tokens went.
+    async fn set_password(&self, user_id: i64, hash: &str) -> Result<Option<u64>, sqlx::Error>;
+    /// Sets a flag (revoking: cached tokens must see it); `false` if there is
+    /// no such user.
+    async fn set_flag(&self, user_id: i64, flag: UserFlag, on: bool) -> Result<bool, sqlx::Error>;
+    /// Deletes a user and (by the foreign key) the user's tokens.
+    async fn delete_user(&self, user_id: i64) -> Result<bool, sqlx::Error>;
+    /// Every user, by username, with the number of unexpired tokens.
+    async fn list_users(&self, now: i64) -> Result<Vec<UserInfo>, sqlx::Error>;
+
+    /// Stores a token's digest, then deletes the user's least recently used
+    /// tokens beyond `keep`. `None` if the user is gone or no longer has
+    /// the verified hash; else how many tokens were evicted.
+    async fn insert_token(&self, token: NewToken<'_>) -> Result<Option<u64>, sqlx::Error>;
+    /// The token with this digest and its user: the guard's one query.
+    async fn find_token(&self, digest: &str) -> Result<Option<TokenRow>, sqlx::Error>;
+    /// Records a use: `last_used_at` and, with sliding expiry, the expiry;
+    /// only while the token still has this digest.
+    async fn touch_token(
+        &self,
+        token_id: i64,
+        digest: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<(), sqlx::Error>;
+    /// Deletes one token (an expired one, found by the guard).
+    async fn delete_token(&self, token_id: i64, digest: &str) -> Result<(), sqlx::Error>;
+    /// Replaces a token's digest if it still has the old one; of several
+    /// concurrent rotations of one token exactly one matches.
+    async fn rotate_token(
+        &self,
+        token_id: i64,
+        old_digest: &str,
+        new_digest: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<bool, sqlx::Error>;
+    /// Deletes every token of one user.
+    async fn delete_user_tokens(&self, user_id: i64) -> Result<u64, sqlx::Error>;
+    /// Deletes every token.
+    async fn delete_all_tokens(&self) -> Result<u64, sqlx::Error>;
+    /// Deletes expired tokens.
+    async fn purge_expired(&self, now: i64) -> Result<u64, sqlx::Error>;
+    /// The metadata of one user's tokens.
+    async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, sqlx::Error>;
+    /// The revocation counter: it moves whenever a token may have been
+    /// revoked anywhere. A missing counter row is an error, never 0.
+    async fn revocation_counter(&self) -> Result<i64, sqlx::Error>;
+
+    /// Failures since `since` for a username digest and a client IP.
+    async fn login_failures(
+        &self,
+        user: &str,
+        ip: &str,
+        since: i64,
+    ) -> Result<(Failures, Failures), sqlx::Error>;
+    /// Records one failed login for a username digest and, if known, an IP.
+    async fn record_login_failure(
+        &self,
+        user: &str,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<(), sqlx::Error>;
+    /// Forgets a username's failures (after a successful login).
+    async fn clear_user_failures(&self, user: &str) -> Result<(), sqlx::Error>;
+    /// Deletes failures that have left every window.
+    async fn prune_login_failures(&self, before: i64) -> Result<u64, sqlx::Error>;
+}
+
+/// The counts of a `login_failures` query, `(scope, count, oldest)` per row.
+pub(crate) fn failures(rows: Vec<(String, i64, Option<i64>)>) -> (Failures, Failures) {
+    let mut out = (Failures::default(), Failures::default());
+    for (scope, count, oldest) in rows {
+        let f = Failures { count, oldest };
+        if scope == "user" {
+            out.0 = f;
+        } else {
+            out.1 = f;
+        }
+    }
+    out
+}
+
+/// Whether a transaction failed only because it collided with another:
+/// a deadlock or serialisation failure (MySQL 1213 and Galera's
+/// certification failures report SQLSTATE 40001; PostgreSQL 40001/40P01),
+/// or SQLite BUSY / BUSY_SNAPSHOT. Running it again is the cure.
+pub(crate) fn is_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            crate::error::CONFLICT_CODES.contains(&db.code().as_deref().unwrap_or(""))
+        }
+        _ => false,
+    }
+}
+
+/// Runs `attempt` again while it fails with [`is_conflict`], up to 8 times,
+/// with a short, growing, jittered pause. (No crate in the dependency tree
+/// offers an async retry with jitter; this is the whole policy.)
+pub(crate) async fn retry<T, F, Fut>(mut attempt: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match attempt().await {
+            Err(e) if is_conflict(&e) && tries < 8 => {
+                tries += 1;
+                let jitter = rand::random::<u64>() % 10;
+                let pause = (2u64 << tries.min(6)) + jitter;
+                rocket::tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A revoking write touched no counter row: the row migration 3 creates is
+/// gone, so other instances' caches would never hear of this revocation.
+pub(crate) fn missing_counter() -> sqlx::Error {
+    sqlx::Error::RowNotFound
+}

@@ -1,0 +1,468 @@
+//! The MySQL / MariaDB store (Galera clusters included). Statements use
+//! positional `?` placeholders, one bound value each. Writes that must see
+//! a consistent user row start with an `UPDATE` of it, which locks the row
+//! until commit (sqlx sets `CLIENT_FOUND_ROWS`, so the row count is the
+//! rows matched, changed or not).
+
+use sqlx::{Executor, MySqlConnection, MySqlPool};
+
+use super::migrate::{self, Migration, Migrator};
+use super::{
+    failures, missing_counter, retry, Failures, LoginRow, NewToken, Store, TokenInfo,
+    TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
+};
+
+/// The crate's tables in a MySQL or MariaDB database.
+#[derive(Debug, Clone)]
+pub(crate) struct MySqlStore {
+    pub(crate) pool: MySqlPool,
+}
+
+const BUMP: &str = "UPDATE advanced_token_revocations SET counter = counter + 1 WHERE id = 1";
+
+/// Bumps the revocation counter inside `conn`'s transaction.
+async fn bump(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+    let n = conn.execute(BUMP).await?.rows_affected();
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(missing_counter())
+    }
+}
+
+struct MySqlMigrator(sqlx::pool::PoolConnection<sqlx::MySql>);
+
+#[rocket::async_trait]
+impl Migrator for MySqlMigrator {
+    async fn lock(&mut self) -> Result<(), sqlx::Error> {
+        // A named lock, per server (on a Galera cluster, per node: there the
+        // runner's retry of a whole run on a certification failure is what
+        // makes concurrent runs safe). 1 = granted, 0 = timed out.
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK('advanced_token_migrate', ?)")
+            .bind(migrate::LOCK_WAIT.as_secs() as i64)
+            .fetch_one(&mut *self.0)
+            .await?;
+        if got == Some(1) {
+            Ok(())
+        } else {
+            Err(migrate::lock_timeout())
+        }
+    }
+
+    async fn unlock(&mut self) -> Result<(), sqlx::Error> {
+        self.0
+            .execute("SELECT RELEASE_LOCK('advanced_token_migrate')")
+            .await?;
+        Ok(())
+    }
+
+    async fn applied(&mut self) -> Result<Vec<i64>, sqlx::Error> {
+        self.0
+            .execute(
+                "CREATE TABLE IF NOT EXISTS advanced_token_migrations (
+                    version BIGINT NOT NULL PRIMARY KEY, description VARCHAR(200) NOT NULL,
+                    applied_at BIGINT NOT NULL) ENGINE = InnoDB",
+            )
+            .await?;
+        sqlx::query_scalar("SELECT version FROM advanced_token_migrations")
+            .fetch_all(&mut *self.0)
+            .await
+    }
+
+    async fn apply(&mut self, m: &Migration, now: i64) -> Result<(), sqlx::Error> {
+        // DDL commits implicitly in MySQL: no transaction; every statement
+        // of a migration is idempotent instead.
+        self.0.execute(m.mysql).await?;
+        sqlx::query(
+            "INSERT IGNORE INTO advanced_token_migrations (version, description, applied_at) \
+             VALUES (?, ?, ?)",
+        )
+        .bind(m.version)
+        .bind(m.description)
+        .bind(now)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+}
+
+impl MySqlStore {
+    /// Evicts the user's least recently used tokens beyond `keep`.
+    async fn evict(
+        conn: &mut MySqlConnection,
+        user_id: i64,
+        keep: u32,
+    ) -> Result<u64, sqlx::Error> {
+        let cutoff: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT last_used_at, id FROM advanced_token_tokens WHERE user_id = ? \
+             ORDER BY last_used_at DESC, id DESC LIMIT 1 OFFSET ?",
+        )
+        .bind(user_id)
+        .bind(i64::from(keep) - 1)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some((last_used, id)) = cutoff else {
+            return Ok(0);
+        };
+        let evicted = sqlx::query(
+            "DELETE FROM advanced_token_tokens WHERE user_id = ? \
+             AND (last_used_at, id) < (?, ?)",
+        )
+        .bind(user_id)
+        .bind(last_used)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if evicted > 0 {
+            bump(conn).await?;
+        }
+        Ok(evicted)
+    }
+
+    async fn try_insert_token(&self, t: &NewToken<'_>) -> Result<Option<u64>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let lock = match t.verified_hash {
+            Some(hash) => sqlx::query(
+                "UPDATE advanced_token_users SET id = id \
+                 WHERE id = ? AND password_hash = ? AND is_active",
+            )
+            .bind(t.user_id)
+            .bind(hash),
+            None => {
+                sqlx::query("UPDATE advanced_token_users SET id = id WHERE id = ?").bind(t.user_id)
+            }
+        };
+        if lock.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO advanced_token_tokens (user_id, digest, created_at, last_used_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(t.user_id)
+        .bind(t.digest)
+        .bind(t.now) // created_at
+        .bind(t.now) // last_used_at
+        .bind(t.expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let evicted = Self::evict(&mut tx, t.user_id, t.keep).await?;
+        tx.commit().await?;
+        Ok(Some(evicted))
+    }
+
+    /// Runs one revoking statement and bumps the counter, in a transaction.
+    async fn revoking(&self, sql: &'static str, bind: Option<i64>) -> Result<u64, sqlx::Error> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let query = sqlx::query(sql);
+            let query = match bind {
+                Some(v) => query.bind(v),
+                None => query,
+            };
+            let n = query.execute(&mut *tx).await?.rows_affected();
+            bump(&mut tx).await?;
+            tx.commit().await?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+#[rocket::async_trait]
+impl Store for MySqlStore {
+    async fn migrate(&self, now: i64) -> Result<(), sqlx::Error> {
+        let mut m = MySqlMigrator(self.pool.acquire().await?);
+        migrate::run(&mut m, now).await
+    }
+
+    async fn close(&self) {
+        self.pool.close().await
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        // A taken username is the unique index's violation: an answer.
+        let inserted = sqlx::query(
+            "INSERT INTO advanced_token_users (username, password_hash, is_active, rotation_locked, created_at) \
+             VALUES (?, ?, TRUE, FALSE, ?)",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(done) => Ok(Some(done.last_insert_id() as i64)),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Option<LoginRow>, sqlx::Error> {
+        let row: Option<(i64, String, bool)> = sqlx::query_as(
+            "SELECT id, password_hash, is_active FROM advanced_token_users WHERE username = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, password_hash, is_active)| LoginRow {
+            id,
+            password_hash,
+            is_active,
+        }))
+    }
+
+    async fn set_password(&self, user_id: i64, hash: &str) -> Result<Option<u64>, sqlx::Error> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let found =
+                sqlx::query("UPDATE advanced_token_users SET password_hash = ? WHERE id = ?")
+                    .bind(hash)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if found == 0 {
+                return Ok(None);
+            }
+            let revoked = sqlx::query("DELETE FROM advanced_token_tokens WHERE user_id = ?")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            bump(&mut tx).await?;
+            tx.commit().await?;
+            Ok(Some(revoked))
+        })
+        .await
+    }
+
+    async fn set_flag(&self, user_id: i64, flag: UserFlag, on: bool) -> Result<bool, sqlx::Error> {
+        let sql = match flag {
+            UserFlag::Active => "UPDATE advanced_token_users SET is_active = ? WHERE id = ?",
+            UserFlag::RotationLocked => {
+                "UPDATE advanced_token_users SET rotation_locked = ? WHERE id = ?"
+            }
+        };
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let found = sqlx::query(sql)
+                .bind(on)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            bump(&mut tx).await?;
+            tx.commit().await?;
+            Ok(found > 0)
+        })
+        .await
+    }
+
+    async fn delete_user(&self, user_id: i64) -> Result<bool, sqlx::Error> {
+        let sql = "DELETE FROM advanced_token_users WHERE id = ?";
+        Ok(self.revoking(sql, Some(user_id)).await? > 0)
+    }
+
+    async fn list_users(&self, now: i64) -> Result<Vec<UserInfo>, sqlx::Error> {
+        let rows: Vec<UserTuple> = sqlx::query_as(
+            "SELECT u.id, u.username, u.is_active, u.rotation_locked, u.created_at, \
+             (SELECT COUNT(*) FROM advanced_token_tokens t WHERE t.user_id = u.id \
+              AND (t.expires_at IS NULL OR t.expires_at > ?)) \
+             FROM advanced_token_users u ORDER BY u.username",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(UserInfo::from).collect())
+    }
+
+    async fn insert_token(&self, token: NewToken<'_>) -> Result<Option<u64>, sqlx::Error> {
+        retry(|| self.try_insert_token(&token)).await
+    }
+
+    async fn find_token(&self, digest: &str) -> Result<Option<TokenRow>, sqlx::Error> {
+        let row: Option<TokenTuple> = sqlx::query_as(
+            "SELECT t.id, t.user_id, u.username, u.is_active, u.rotation_locked, \
+             t.created_at, t.last_used_at, t.expires_at \
+             FROM advanced_token_tokens t JOIN advanced_token_users u ON u.id = t.user_id \
+             WHERE t.digest = ?",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(TokenRow::from))
+    }
+
+    async fn touch_token(
+        &self,
+        token_id: i64,
+        digest: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<(), sqlx::Error> {
+        retry(|| async {
+            sqlx::query(
+                "UPDATE advanced_token_tokens SET last_used_at = ?, expires_at = ? \
+                 WHERE id = ? AND digest = ?",
+            )
+            .bind(now)
+            .bind(expires_at)
+            .bind(token_id)
+            .bind(digest)
+            .execute(&self.pool)
+            .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_token(&self, token_id: i64, digest: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM advanced_token_tokens WHERE id = ? AND digest = ?")
+            .bind(token_id)
+            .bind(digest)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn rotate_token(
+        &self,
+        token_id: i64,
+        old_digest: &str,
+        new_digest: &str,
+        now: i64,
+        expires_at: Option<i64>,
+    ) -> Result<bool, sqlx::Error> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let n = sqlx::query(
+                "UPDATE advanced_token_tokens SET digest = ?, last_used_at = ?, expires_at = ? \
+                 WHERE id = ? AND digest = ?",
+            )
+            .bind(new_digest)
+            .bind(now)
+            .bind(expires_at)
+            .bind(token_id)
+            .bind(old_digest)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                bump(&mut tx).await?;
+            }
+            tx.commit().await?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_user_tokens(&self, user_id: i64) -> Result<u64, sqlx::Error> {
+        let sql = "DELETE FROM advanced_token_tokens WHERE user_id = ?";
+        self.revoking(sql, Some(user_id)).await
+    }
+
+    async fn delete_all_tokens(&self) -> Result<u64, sqlx::Error> {
+        self.revoking("DELETE FROM advanced_token_tokens", None)
+            .await
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM advanced_token_tokens WHERE expires_at IS NOT NULL AND expires_at <= ?",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, sqlx::Error> {
+        let rows: Vec<TokenInfoTuple> = sqlx::query_as(
+            "SELECT id, created_at, last_used_at, expires_at FROM advanced_token_tokens \
+             WHERE user_id = ? ORDER BY id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(TokenInfo::from).collect())
+    }
+
+    async fn revocation_counter(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT counter FROM advanced_token_revocations WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    async fn login_failures(
+        &self,
+        user: &str,
+        ip: &str,
+        since: i64,
+    ) -> Result<(Failures, Failures), sqlx::Error> {
+        let rows = sqlx::query_as(
+            "SELECT scope, COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
+             WHERE ((scope = 'user' AND subject = ?) OR (scope = 'ip' AND subject = ?)) \
+             AND failed_at > ? GROUP BY scope",
+        )
+        .bind(user)
+        .bind(ip)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(failures(rows))
+    }
+
+    async fn record_login_failure(
+        &self,
+        user: &str,
+        ip: Option<&str>,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        retry(|| async {
+            let query = match ip {
+                Some(ip) => sqlx::query(
+                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+                     VALUES ('user', ?, ?), ('ip', ?, ?)",
+                )
+                .bind(user)
+                .bind(now)
+                .bind(ip)
+                .bind(now),
+                None => sqlx::query(
+                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+                     VALUES ('user', ?, ?)",
+                )
+                .bind(user)
+                .bind(now),
+            };
+            query.execute(&self.pool).await
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_user_failures(&self, user: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "DELETE FROM advanced_token_login_failures WHERE scope = 'user' AND subject = ?",
+        )
+        .bind(user)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn prune_login_failures(&self, before: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query("DELETE FROM advanced_token_login_failures WHERE failed_at <= ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
