@@ -143,6 +143,7 @@ mod config;
 mod error;
 mod fairing;
 mod guard;
+mod hashes;
 mod password;
 mod routes;
 mod service;
