@@ -152,6 +152,7 @@ mod demo;
 mod error;
 mod fairing;
 mod guard;
+mod hashes;
 mod password;
 mod pool;
 mod routes;

@@ -9,6 +9,7 @@ use rand::rngs::OsRng;
 use rocket::tokio::sync::{oneshot, Semaphore};
 
 use crate::error::Error;
+use crate::hashes::{self, Verdict};
 
 /// Runs argon2id (the `argon2` crate's defaults, which are OWASP's: 19 MiB,
 /// 2 iterations, 1 lane) on `permits` dedicated threads, each with one
@@ -83,40 +84,11 @@ fn hash_in(password: &[u8], area: &mut [Block]) -> Result<String, argon2::passwo
     Ok(phc.to_string())
 }
 
-/// Whether `password` matches the PHC string `phc`, computed in `area` (or
-/// in a fresh allocation if the stored parameters need more memory).
-fn verify_in(password: &[u8], phc: &str, area: &mut [Block]) -> bool {
-    let mut check = || -> Result<bool, argon2::password_hash::Error> {
-        let parsed = PasswordHash::new(phc)?;
-        let algorithm = Algorithm::try_from(parsed.algorithm)?;
-        let version = match parsed.version {
-            Some(v) => Version::try_from(v)?,
-            None => Version::default(),
-        };
-        let params = Params::try_from(&parsed)?;
-        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-            return Err(argon2::password_hash::Error::PhcStringField);
-        };
-        let mut salt_buf = [0u8; 64];
-        let salt = salt.decode_b64(&mut salt_buf)?;
-        let mut out = vec![0u8; expected.len()];
-        let need = params.block_count();
-        let ctx = Argon2::new(algorithm, version, params);
-        if area.len() >= need {
-            ctx.hash_password_into_with_memory(password, salt, &mut out, &mut area[..need])?;
-        } else {
-            ctx.hash_password_into(password, salt, &mut out)?;
-        }
-        // `Output`'s equality is constant-time.
-        Ok(Output::new(&out)? == expected)
-    };
-    match check() {
-        Ok(matches) => matches,
-        Err(e) => {
-            log::error!("advanced_token: a stored password hash cannot be checked: {e}");
-            false
-        }
-    }
+/// Whether `password` matches the stored hash `stored` (any format of the
+/// [`hashes`] chain), computed in `area` (or in a fresh allocation if the
+/// stored parameters need more memory).
+fn verify_in(password: &[u8], stored: &str, area: &mut [Block]) -> Verdict {
+    hashes::verify(password, stored, Some(area))
 }
 
 impl Hasher {
@@ -189,12 +161,30 @@ impl Hasher {
         password: String,
         phc: Option<String>,
     ) -> Result<bool, Error> {
-        self.run(move |area| match phc {
-            Some(phc) => verify_in(password.as_bytes(), &phc, area),
-            None => {
+        Ok(self.verify_and_check_upgrade(password, phc).await?.0)
+    }
+
+    /// `(matches, needs_upgrade)` for `password` against `stored`, a hash in
+    /// any format of the [`hashes`] chain: `needs_upgrade` when it matched a
+    /// hash that is not argon2id with the current parameters, which the
+    /// caller should then replace by [`Hasher::hash`]. With `None` (no such
+    /// user), or a hash that cannot be checked (unusable, unknown, over a
+    /// work cap), it verifies against a dummy hash and returns
+    /// `(false, false)`, taking the time of a real argon2id check.
+    pub(crate) async fn verify_and_check_upgrade(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<(bool, bool), Error> {
+        self.run(move |area| {
+            let verdict = match stored {
+                Some(stored) => verify_in(password.as_bytes(), &stored, area),
+                None => Verdict::Unverifiable,
+            };
+            if verdict == Verdict::Unverifiable {
                 let _ = verify_in(password.as_bytes(), dummy_hash(), area);
-                false
             }
+            (verdict.matches(), verdict.needs_upgrade())
         })
         .await
     }
@@ -244,5 +234,38 @@ mod tests {
         let bigger = big.hash_password(b"pw", &salt).unwrap().to_string();
         assert!(h.verify("pw".into(), Some(bigger.clone())).await.unwrap());
         assert!(!h.verify("pW".into(), Some(bigger)).await.unwrap());
+    }
+
+    #[rocket::async_test]
+    async fn other_formats_verify_and_ask_for_an_upgrade() {
+        let h = Hasher::new(1);
+        let ours = h.hash("lètmein".into()).await.unwrap();
+        let check =
+            |stored: &str| h.verify_and_check_upgrade("lètmein".into(), Some(stored.into()));
+        assert_eq!(check(&ours).await.unwrap(), (true, false));
+        // django/django, tests/auth_tests/test_hashers.py: test_low_level_pbkdf2.
+        let django = "pbkdf2_sha256$390000$seasalt2$geC/uZ92nRXDSjSxeoiBqYyRcrLzMm8xK3ro1QS1uo8=";
+        assert_eq!(check(django).await.unwrap(), (true, true));
+        assert!(h
+            .verify("lètmein".into(), Some(django.into()))
+            .await
+            .unwrap());
+        assert!(!h
+            .verify("letmein".into(), Some(django.into()))
+            .await
+            .unwrap());
+        for never in [
+            "!",
+            "!unusable",
+            "md5$seasalt$3f86d0d3d465b7b458c231bf3555c0e3",
+        ] {
+            assert_eq!(check(never).await.unwrap(), (false, false));
+        }
+        assert_eq!(
+            h.verify_and_check_upgrade("lètmein".into(), None)
+                .await
+                .unwrap(),
+            (false, false)
+        );
     }
 }
