@@ -21,9 +21,15 @@ pub(crate) struct TokenCache {
 }
 
 impl TokenCache {
-    pub(crate) fn new(capacity: u64, poll: Duration) -> Self {
+    /// A cache of at most `capacity` tokens, each served for at most `ttl`
+    /// before it is read from the database again, while polls every `poll`
+    /// keep it fresh.
+    pub(crate) fn new(capacity: u64, poll: Duration, ttl: Duration) -> Self {
         TokenCache {
-            entries: moka::sync::Cache::new(capacity),
+            entries: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
             generation: AtomicU64::new(0),
             epoch: Instant::now(),
             fresh_until_ms: AtomicU64::new(0),
@@ -99,19 +105,20 @@ mod tests {
     fn row() -> TokenRow {
         TokenRow {
             token_id: 1,
-            user_id: 1,
+            user_id: crate::backend::UserId::Int(1),
             username: "alice".into(),
             is_active: true,
             rotation_locked: false,
             created_at: 0,
             last_used_at: 0,
             expires_at: None,
+            app: None,
         }
     }
 
     #[test]
     fn serves_only_while_fresh_and_not_across_invalidations() {
-        let c = TokenCache::new(10, Duration::from_millis(50));
+        let c = TokenCache::new(10, Duration::from_millis(50), Duration::from_secs(60));
         let g = c.generation();
         c.insert("d".into(), row(), g);
         assert!(c.get("d").is_none(), "never polled: not usable");

@@ -6,6 +6,115 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) const DEFAULT_PREFIX: &str = "Token";
 pub(crate) const SECTION: &str = "advanced_token";
+pub(crate) const DEFAULT_DATABASE: &str = "advanced_token";
+
+/// The type of the id column of the app's users table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IdType {
+    /// An integer (`INTEGER`, `BIGINT`, `SERIAL`...).
+    #[default]
+    Integer,
+    /// A PostgreSQL `UUID` (on SQLite and MySQL a UUID is text: use `text`).
+    Uuid,
+    /// Text (`TEXT`, `VARCHAR`, `CHAR(36)`...).
+    Text,
+}
+
+/// The app's own users table, named in configuration: the crate reads users
+/// from it (it never writes to it, but to replace an old-format password
+/// hash by argon2id after a successful login) and creates no users table of
+/// its own.
+///
+/// The defaults are the columns of Django's `auth_user`, so
+/// `users = { table = "auth_user" }` reads a Django database as it is.
+///
+/// ```toml
+/// [default.advanced_token.users]
+/// table = "app_users"
+/// login = "email"
+/// password_hash = "password_hash"
+/// active = "active"
+/// fields = ["email", "display_name"]   # handed to handlers with the user
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct UsersTable {
+    /// The table (optionally `schema.table`). Required.
+    pub table: String,
+    /// The primary key column. _Default:_ `"id"`.
+    pub id: String,
+    /// The type of the primary key. _Default:_ `integer`.
+    pub id_type: IdType,
+    /// The column users log in with (the login body's `username`).
+    /// _Default:_ `"username"`.
+    pub login: String,
+    /// The password hash column (argon2, bcrypt or a Django format).
+    /// _Default:_ `"password"`.
+    pub password_hash: String,
+    /// A boolean column: `false` cannot log in and gets 401 `User inactive
+    /// or deleted.`. _Default:_ `"is_active"`.
+    pub active: String,
+    /// More columns to load with the user, handed to handlers as a JSON
+    /// object by [`AuthUser::fields()`](crate::AuthUser::fields).
+    /// _Default:_ none.
+    pub fields: Vec<String>,
+}
+
+impl Default for UsersTable {
+    fn default() -> Self {
+        UsersTable {
+            table: String::new(),
+            id: "id".into(),
+            id_type: IdType::Integer,
+            login: "username".into(),
+            password_hash: "password".into(),
+            active: "is_active".into(),
+            fields: Vec::new(),
+        }
+    }
+}
+
+impl UsersTable {
+    /// Every name must be a plain SQL identifier (`schema.table` for the
+    /// table): they are written into the crate's queries.
+    fn validate(&self) -> Result<(), String> {
+        let plain = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with(|c: char| c.is_ascii_digit())
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        if self.table.is_empty() {
+            return Err(format!("{}: missing", key("users.table")));
+        }
+        if !self.table.split('.').all(plain) || self.table.split('.').count() > 2 {
+            return Err(format!(
+                "{}: not a plain SQL name: {:?}",
+                key("users.table"),
+                self.table
+            ));
+        }
+        let columns = [
+            ("id", &self.id),
+            ("login", &self.login),
+            ("password_hash", &self.password_hash),
+            ("active", &self.active),
+        ];
+        for (name, value) in columns
+            .into_iter()
+            .chain(self.fields.iter().map(|f| ("fields", f)))
+        {
+            if !plain(value) {
+                return Err(format!(
+                    "{}: not a plain SQL name: {value:?}",
+                    key(&format!("users.{name}"))
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The plugin's configuration: the `advanced_token` section of `Rocket.toml`
 /// (in any profile) or the `ROCKET_ADVANCED_TOKEN` environment variable.
@@ -146,6 +255,31 @@ pub struct Config {
     ///
     /// _Default:_ `100000`.
     pub token_cache_capacity: u64,
+
+    /// The most seconds a cached token (and its user) is served without
+    /// being read from the database again: the bound on how long a change
+    /// made behind the crate's back (the app's own SQL on a token row or on
+    /// its users table) may go unseen. Changes made through the crate, or
+    /// announced with [`AdvancedToken::user_changed()`](crate::AdvancedToken::user_changed),
+    /// take effect within `token_cache_poll`.
+    ///
+    /// _Default:_ `60`.
+    pub token_cache_ttl: u64,
+
+    /// The name of the `rocket_db_pools` database the crate uses: its
+    /// `databases.<name>` section gives the URL and pool settings. Name the
+    /// app's own database here to configure the URL once; attach the fairing
+    /// with [`TokenFairing::database`](crate::TokenFairing::database) to
+    /// share the app's pool itself.
+    ///
+    /// _Default:_ `"advanced_token"`.
+    pub database: String,
+
+    /// The app's own users table, when users live there rather than in the
+    /// crate's `advanced_token_users` (see [`UsersTable`]).
+    ///
+    /// _Default:_ none (the crate's own table).
+    pub users: Option<UsersTable>,
 }
 
 impl Default for Config {
@@ -167,6 +301,9 @@ impl Default for Config {
             token_cache: true,
             token_cache_poll: 1.0,
             token_cache_capacity: 100_000,
+            token_cache_ttl: 60,
+            database: DEFAULT_DATABASE.to_owned(),
+            users: None,
         }
     }
 }
@@ -200,7 +337,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.validate_prefix()?;
         self.validate_expiry()?;
-        self.validate_ranges()
+        self.validate_ranges()?;
+        if self.database.is_empty() {
+            return Err(format!("{}: must not be empty", key("database")));
+        }
+        match &self.users {
+            Some(users) => users.validate(),
+            None => Ok(()),
+        }
     }
 
     fn validate_prefix(&self) -> Result<(), String> {
@@ -294,6 +438,7 @@ impl Config {
             ),
             ("login_failure_window", self.login_failure_window),
             ("token_cache_capacity", self.token_cache_capacity),
+            ("token_cache_ttl", self.token_cache_ttl),
         ] {
             if value == 0 {
                 return Err(format!("{}: must be at least 1", key(name)));

@@ -2,17 +2,72 @@
 //! for guard failures in the application's own handlers.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
 use rocket::http::{ContentType, Status};
 use rocket::{Build, Orbit, Request, Response, Rocket};
 
+use crate::backend::UserBackend;
 use crate::error::www_authenticate;
 use crate::guard::cached_failure;
-use crate::service::{AdvancedToken, Clock};
+use crate::pool::DbPool;
+use crate::service::{AdvancedToken, Clock, Options};
 
-struct TokenFairing {
+/// Finds the app's pool in a Rocket being built, with its database's name.
+type PoolSource = Arc<dyn Fn(&Rocket<Build>) -> Option<(DbPool, &'static str)> + Send + Sync>;
+
+/// The crate's fairing, from [`AdvancedToken::fairing()`]: attach it to the
+/// Rocket. Its builder methods fit it to an app that already has users or a
+/// database pool.
+#[must_use]
+pub struct TokenFairing {
     clock: Option<Clock>,
+    users: Option<Arc<dyn UserBackend>>,
+    pool: Option<PoolSource>,
+}
+
+impl TokenFairing {
+    /// Looks users up through the app's own [`UserBackend`] instead of the
+    /// crate's `advanced_token_users` table (which is then not created).
+    pub fn users(mut self, users: impl UserBackend) -> Self {
+        self.users = Some(Arc::new(users));
+        self
+    }
+
+    /// Shares the pool of the app's `rocket_db_pools` database `D` instead of
+    /// opening one: one URL, one pool for the app's queries and the
+    /// crate's. Attach `D::init()` before this fairing.
+    ///
+    /// ```rust,no_run
+    /// # use rocket::launch;
+    /// use rocket_advanced_token::AdvancedToken;
+    /// use rocket_advanced_token::rocket_db_pools::{self, sqlx, Database};
+    ///
+    /// #[derive(Database)]
+    /// #[database("app")]
+    /// struct App(sqlx::SqlitePool);
+    ///
+    /// #[launch]
+    /// fn rocket() -> _ {
+    ///     rocket::build()
+    ///         .attach(App::init())
+    ///         .attach(AdvancedToken::fairing().database::<App>())
+    ///         .mount("/auth", rocket_advanced_token::routes())
+    /// }
+    /// ```
+    pub fn database<D>(mut self) -> Self
+    where
+        D: rocket_db_pools::Database,
+        D::Pool: Clone + Into<DbPool>,
+    {
+        self.pool = Some(Arc::new(|rocket: &Rocket<Build>| {
+            let db: &D = D::fetch(rocket)?;
+            let pool: &D::Pool = db;
+            Some((pool.clone().into(), D::NAME))
+        }));
+        self
+    }
 }
 
 impl AdvancedToken {
@@ -22,18 +77,23 @@ impl AdvancedToken {
     /// and manages an `AdvancedToken` (and the `Config`). Bad configuration
     /// or an unreachable database abort launch with a message that names the
     /// key or the host.
-    pub fn fairing() -> impl Fairing {
-        TokenFairing { clock: None }
+    pub fn fairing() -> TokenFairing {
+        TokenFairing {
+            clock: None,
+            users: None,
+            pool: None,
+        }
     }
 
     /// [`AdvancedToken::fairing()`] with a fake clock (Unix seconds), for
     /// tests of expiry.
     #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
-    pub fn fairing_with_clock(
-        clock: std::sync::Arc<dyn Fn() -> i64 + Send + Sync>,
-    ) -> impl Fairing {
-        TokenFairing { clock: Some(clock) }
+    pub fn fairing_with_clock(clock: Arc<dyn Fn() -> i64 + Send + Sync>) -> TokenFairing {
+        TokenFairing {
+            clock: Some(clock),
+            ..Self::fairing()
+        }
     }
 }
 
@@ -51,7 +111,25 @@ impl Fairing for TokenFairing {
             log::error!("advanced_token: the fairing is attached twice");
             return Err(rocket);
         }
-        match AdvancedToken::open(rocket.figment(), self.clock.clone(), true).await {
+        let pool = match &self.pool {
+            None => None,
+            Some(find) => match find(&rocket) {
+                Some(pool) => Some(pool),
+                None => {
+                    log::error!(
+                        "advanced_token: the app's database is not attached: attach its `init()` fairing before this one"
+                    );
+                    return Err(rocket);
+                }
+            },
+        };
+        let opts = Options {
+            clock: self.clock.clone(),
+            users: self.users.clone(),
+            pool,
+            serve: true,
+        };
+        match AdvancedToken::open(rocket.figment(), opts).await {
             Ok(at) => {
                 let config = at.config().clone();
                 Ok(rocket.manage(at).manage(config))

@@ -142,6 +142,7 @@
 // backend); the token cache; the service (login, tokens, users, background
 // tasks); then Rocket's side (guard, fairing, routes) and the binary's
 // (command line, demo).
+mod backend;
 mod body;
 mod cache;
 #[cfg(feature = "cli")]
@@ -160,12 +161,14 @@ mod service;
 mod store;
 mod token;
 
+pub use crate::backend::{AppUser, LoginUser, UserBackend, UserId};
 #[cfg(feature = "cli")]
 pub use crate::cli::run as run_cli;
-pub use crate::config::Config;
+pub use crate::config::{Config, IdType, UsersTable};
 #[cfg(feature = "cli")]
 pub use crate::demo::demo;
 pub use crate::error::Error;
+pub use crate::fairing::TokenFairing;
 pub use crate::pool::DbPool;
 pub use crate::routes::routes;
 pub use crate::service::{AdvancedToken, AuthUser};

@@ -153,6 +153,7 @@ impl Hasher {
             .map_err(|e| Error::InvalidInput(format!("cannot hash this password: {e}")))
     }
 
+    #[cfg(test)]
     /// Whether `password` matches `phc`. With `None` (no such user) it
     /// verifies against a dummy hash and returns `false`, taking the same
     /// time as a real check.

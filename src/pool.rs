@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::UserBackend;
+use crate::config::UsersTable;
 use crate::store::Store;
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres", feature = "mysql")))]
@@ -145,15 +147,70 @@ impl DbPool {
         }
     }
 
-    /// The store on this pool.
-    pub(crate) fn store(&self) -> Arc<dyn Store> {
+    /// The store on this pool; `app_users` when the users live in the
+    /// app's table.
+    pub(crate) fn store(&self, app_users: bool) -> Arc<dyn Store> {
+        use crate::store::*;
         match self {
             #[cfg(feature = "sqlite")]
-            DbPool::Sqlite(p) => Arc::new(crate::store::sqlite::SqliteStore { pool: p.clone() }),
+            DbPool::Sqlite(p) => Arc::new(sqlite::SqliteStore {
+                pool: p.clone(),
+                app_users,
+            }),
             #[cfg(feature = "postgres")]
-            DbPool::Postgres(p) => Arc::new(crate::store::postgres::PgStore { pool: p.clone() }),
+            DbPool::Postgres(p) => Arc::new(postgres::PgStore {
+                pool: p.clone(),
+                app_users,
+            }),
             #[cfg(feature = "mysql")]
-            DbPool::MySql(p) => Arc::new(crate::store::mysql::MySqlStore { pool: p.clone() }),
+            DbPool::MySql(p) => Arc::new(mysql::MySqlStore {
+                pool: p.clone(),
+                app_users,
+            }),
+        }
+    }
+
+    /// The app's users table named in configuration, read through this pool.
+    pub(crate) fn table_users(&self, table: &UsersTable) -> Arc<dyn UserBackend> {
+        use crate::store::*;
+        match self {
+            #[cfg(feature = "sqlite")]
+            DbPool::Sqlite(p) => on_sqlite(p.clone(), table),
+            #[cfg(feature = "postgres")]
+            DbPool::Postgres(p) => on_postgres(p.clone(), table),
+            #[cfg(feature = "mysql")]
+            DbPool::MySql(p) => on_mysql(p.clone(), table),
+        }
+    }
+
+    /// The SQLite pool, if the database is SQLite: for the app's own
+    /// queries on the same database.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(&self) -> Option<&sqlx::SqlitePool> {
+        match self {
+            DbPool::Sqlite(p) => Some(p),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The PostgreSQL pool, if the database is PostgreSQL.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(&self) -> Option<&sqlx::PgPool> {
+        match self {
+            DbPool::Postgres(p) => Some(p),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The MySQL pool, if the database is MySQL or MariaDB.
+    #[cfg(feature = "mysql")]
+    pub fn mysql(&self) -> Option<&sqlx::MySqlPool> {
+        match self {
+            DbPool::MySql(p) => Some(p),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 
@@ -167,6 +224,27 @@ impl DbPool {
             #[cfg(feature = "mysql")]
             DbPool::MySql(p) => p.close().await,
         }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl From<sqlx::SqlitePool> for DbPool {
+    fn from(p: sqlx::SqlitePool) -> Self {
+        DbPool::Sqlite(p)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl From<sqlx::PgPool> for DbPool {
+    fn from(p: sqlx::PgPool) -> Self {
+        DbPool::Postgres(p)
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl From<sqlx::MySqlPool> for DbPool {
+    fn from(p: sqlx::MySqlPool) -> Self {
+        DbPool::MySql(p)
     }
 }
 
@@ -204,9 +282,10 @@ async fn connect_postgres(config: &rocket_db_pools::Config) -> Result<sqlx::PgPo
     use sqlx::postgres::PgConnectOptions;
     use sqlx::ConnectOptions;
     let opts: PgConnectOptions = config.url.parse()?;
-    pool_options(config)
-        .connect_with(opts.disable_statement_logging())
-        .await
+    // No `extra_float_digits` startup parameter (the crate reads no
+    // floats): pgbouncer refuses unknown startup parameters by default.
+    let opts = opts.extra_float_digits(None).disable_statement_logging();
+    pool_options(config).connect_with(opts).await
 }
 
 #[cfg(feature = "mysql")]
@@ -219,8 +298,25 @@ async fn connect_mysql(config: &rocket_db_pools::Config) -> Result<sqlx::MySqlPo
     };
     let opts: MySqlConnectOptions = url.parse()?;
     pool_options(config)
+        .after_connect(|conn, _| Box::pin(read_your_writes(conn)))
         .connect_with(opts.disable_statement_logging())
         .await
+}
+
+/// On a Galera node, makes every read of this connection wait until the
+/// node has applied what the cluster committed before it (a token issued
+/// through another node is then found at once). Detected at connect: a
+/// plain MariaDB or MySQL server is left as it is.
+#[cfg(feature = "mysql")]
+async fn read_your_writes(conn: &mut sqlx::MySqlConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    let wsrep: Option<(String, String)> = sqlx::query_as("SHOW VARIABLES LIKE 'wsrep_on'")
+        .fetch_optional(&mut *conn)
+        .await?;
+    if wsrep.is_some_and(|(_, on)| on.eq_ignore_ascii_case("ON")) {
+        conn.execute("SET SESSION wsrep_sync_wait = 1").await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
+use crate::backend::{LoginUser, UserBackend, UserId};
 use crate::error::Error;
 use crate::token;
 
@@ -13,6 +14,9 @@ const PRUNE_INTERVAL: i64 = 60;
 
 /// The longest username accepted, as in Django.
 pub(super) const MAX_USERNAME_CHARS: usize = 150;
+/// The longest login name looked up in the app's users table (an email
+/// address is at most 320 characters).
+const MAX_LOGIN_CHARS: usize = 320;
 
 /// Where a login attempt comes from, for throttling.
 struct Keys {
@@ -141,38 +145,103 @@ impl AdvancedToken {
         Ok(())
     }
 
+    /// Who a login name is: from the crate's users table, or the app's.
+    async fn find_login(&self, username: &str) -> Result<Option<LoginUser>, Error> {
+        // No stored username is longer or holds a NUL (PostgreSQL rejects
+        // NUL in text outright), so either is an unknown user: same argon2
+        // work, same answer, no query.
+        let max = match self.app_users() {
+            Some(_) => MAX_LOGIN_CHARS,
+            None => MAX_USERNAME_CHARS,
+        };
+        if username.chars().count() > max || username.contains('\0') {
+            return Ok(None);
+        }
+        match self.app_users() {
+            Some(users) => self.bounded(users.by_login(username)).await,
+            None => Ok(self
+                .db(|s| s.find_user(username))
+                .await?
+                .map(|r| LoginUser {
+                    id: UserId::Int(r.id),
+                    password_hash: r.password_hash,
+                    is_active: r.is_active,
+                })),
+        }
+    }
+
     async fn check_password_and_issue(
         &self,
         username: &str,
         password: &str,
     ) -> Result<String, Error> {
-        // No stored username is longer or holds a NUL (PostgreSQL rejects
-        // NUL in text outright), so either is an unknown user: same argon2
-        // work, same answer, no query.
-        let row = if username.chars().count() <= MAX_USERNAME_CHARS && !username.contains('\0') {
-            self.db(|s| s.find_user(username)).await?
-        } else {
-            None
-        };
-        let (id, hash, active) = match row {
-            Some(r) => (Some(r.id), Some(r.password_hash), r.is_active),
-            None => (None, None, false),
-        };
-        let ok = self
-            .inner
-            .hasher
-            .verify(password.to_owned(), hash.clone())
+        let user = self.find_login(username).await?;
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let hasher = &self.inner.hasher;
+        let (ok, upgrade) = hasher
+            .verify_and_check_upgrade(password.to_owned(), stored)
             .await?;
-        match (id, hash) {
-            // Issued only if the user still has the hash just verified and
-            // is still active: a password change or deactivation that
-            // committed meanwhile wins, and the login fails like a wrong
-            // password.
-            (Some(id), Some(hash)) if ok && active => self
-                .store_token(id, Some(&hash))
-                .await?
-                .ok_or(Error::LoginFailed),
-            _ => Err(Error::LoginFailed),
+        let Some(user) = user.filter(|u| ok && u.is_active) else {
+            return Err(Error::LoginFailed);
+        };
+        // A hash in an old format (bcrypt, Django's, other argon2
+        // parameters) is replaced by argon2id with today's parameters.
+        let new_hash = match upgrade {
+            true => Some(hasher.hash(password.to_owned()).await?),
+            false => None,
+        };
+        let token = match self.app_users() {
+            // Stored only if the user still has the hash just verified and
+            // is still active, in the token's transaction: a password change
+            // or deactivation that committed meanwhile wins, and the login
+            // fails like a wrong password.
+            None => {
+                let hash = Some(user.password_hash.as_str());
+                self.store_token(&user.id, hash, new_hash.as_deref())
+                    .await?
+            }
+            Some(users) => {
+                self.store_app_token(users, username, &user, new_hash.as_deref())
+                    .await?
+            }
+        };
+        token.ok_or(Error::LoginFailed)
+    }
+
+    /// With the app's users table the crate cannot lock the user's row: it
+    /// stores the token, then reads the user again, and takes the token
+    /// back if the password hash changed or the user was deactivated
+    /// meanwhile. (An app that changes a password and then revokes the
+    /// user's tokens, as it should, is covered either way: the revocation
+    /// deletes a token stored before it; the re-read sees a change made
+    /// before it.)
+    async fn store_app_token(
+        &self,
+        users: &dyn UserBackend,
+        login: &str,
+        user: &LoginUser,
+        new_hash: Option<&str>,
+    ) -> Result<Option<String>, Error> {
+        let Some(token) = self.store_token(&user.id, None, None).await? else {
+            return Ok(None);
+        };
+        let now = self.bounded(users.by_login(login)).await?;
+        let current = now.is_some_and(|u| {
+            u.id == user.id && u.password_hash == user.password_hash && u.is_active
+        });
+        if !current {
+            let digest = token::digest(&token);
+            if let Some(row) = self.db(|s| s.find_token(&digest)).await? {
+                self.db(|s| s.delete_token(row.token_id, &digest)).await?;
+            }
+            return Ok(None);
         }
+        if let Some(new) = new_hash {
+            let upgraded = users.upgrade_password_hash(&user.id, &user.password_hash, new);
+            if let Err(e) = self.bounded(upgraded).await {
+                log::warn!("advanced_token: cannot upgrade a password hash: {e}");
+            }
+        }
+        Ok(Some(token))
     }
 }

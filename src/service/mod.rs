@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rocket::figment::providers::Serialized;
 use rocket::figment::Figment;
 
+use crate::backend::UserBackend;
 use crate::cache::TokenCache;
 use crate::config::{describe_figment_error, Config};
 use crate::error::Error;
@@ -26,6 +27,20 @@ mod tokens;
 mod users;
 
 pub use tokens::AuthUser;
+
+/// How a handle is opened: by the fairing (serving, maybe with the app's
+/// users or pool), by [`AdvancedToken::connect`], or by a test.
+#[derive(Default, Clone)]
+pub(crate) struct Options {
+    pub clock: Option<Clock>,
+    /// The app's users, from [`crate::TokenFairing::users`].
+    pub users: Option<Arc<dyn UserBackend>>,
+    /// The app's own pool, shared (from [`crate::TokenFairing::database`]),
+    /// and the name of its `databases.<name>` section.
+    pub pool: Option<(DbPool, &'static str)>,
+    /// In a server: the token cache (if configured) and its tasks.
+    pub serve: bool,
+}
 
 /// A source of the current time in Unix seconds.
 pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -67,6 +82,8 @@ struct Inner {
     config: Config,
     pool: DbPool,
     store: Arc<dyn Store>,
+    /// The app's users, when they are not in the crate's table.
+    users: Option<Arc<dyn UserBackend>>,
     hasher: Hasher,
     clock: Clock,
     database: String,
@@ -93,24 +110,24 @@ impl std::fmt::Debug for AdvancedToken {
     }
 }
 
-/// The `rocket_db_pools` configuration of `databases.advanced_token`, with
-/// the crate's defaults.
-fn database_config(figment: &Figment) -> Result<rocket_db_pools::Config, Error> {
+/// The `rocket_db_pools` configuration of `databases.<name>`, with the
+/// crate's defaults.
+fn database_config(figment: &Figment, name: &str) -> Result<rocket_db_pools::Config, Error> {
     let workers: usize = figment
         .extract_inner(rocket::Config::WORKERS)
         .unwrap_or_else(|_| rocket::Config::default().workers);
-    let db_key = "databases.advanced_token";
+    let db_key = format!("databases.{name}");
     if !figment.contains(&format!("{db_key}.url")) {
         return Err(Error::Config(format!(
-            "{db_key}.url: missing; set it in Rocket.toml ([default.databases.advanced_token] url = \"sqlite://advanced_token.sqlite?mode=rwc\") or ROCKET_DATABASES='{{advanced_token={{url=\"...\"}}}}'"
+            "{db_key}.url: missing; set it in Rocket.toml ([default.{db_key}] url = \"sqlite://advanced_token.sqlite?mode=rwc\") or ROCKET_DATABASES='{{{name}={{url=\"...\"}}}}'"
         )));
     }
     let config: rocket_db_pools::Config = figment
-        .focus(db_key)
+        .focus(&db_key)
         .join(Serialized::default("max_connections", workers * 4))
         .join(Serialized::default("connect_timeout", 5))
         .extract()
-        .map_err(|e| Error::Config(describe_figment_error(e, db_key)))?;
+        .map_err(|e| Error::Config(describe_figment_error(e, &db_key)))?;
     if Backend::of_url(&config.url).is_none() {
         return Err(Error::Config(format!(
             "{db_key}.url: unsupported scheme in {:?}; use sqlite:, postgres:, postgresql:, mysql: or mariadb:",
@@ -126,34 +143,38 @@ impl AdvancedToken {
     /// migrations, and returns a handle. The command line uses this with
     /// `rocket::Config::figment()`, so it sees what the server sees.
     pub async fn connect(figment: &Figment) -> Result<AdvancedToken, Error> {
-        Self::open(figment, None, false).await
+        Self::open(figment, Options::default()).await
     }
 
-    /// Opens the database; `serve` adds the token cache (if configured) and
-    /// its background tasks.
-    pub(crate) async fn open(
-        figment: &Figment,
-        clock: Option<Clock>,
-        serve: bool,
-    ) -> Result<AdvancedToken, Error> {
+    /// Opens the database (or takes the app's pool), runs the migrations,
+    /// and with `serve` starts the token cache and its tasks.
+    pub(crate) async fn open(figment: &Figment, opts: Options) -> Result<AdvancedToken, Error> {
         let config = Config::from_figment(figment).map_err(Error::Config)?;
-        let db = database_config(figment)?;
+        let name = opts.pool.as_ref().map_or(config.database.as_str(), |p| p.1);
+        let db = database_config(figment, name)?;
         let url = redact_url(&db.url);
-        let pool = DbPool::connect(&db)
-            .await
-            .map_err(|e| Error::Config(format!("cannot open the database at {url}: {e}")))?;
-        let clock = clock.unwrap_or_else(|| Arc::new(system_clock));
-        let store = pool.store();
+        let pool = match opts.pool {
+            Some((pool, _)) => pool,
+            None => DbPool::connect(&db)
+                .await
+                .map_err(|e| Error::Config(format!("cannot open the database at {url}: {e}")))?,
+        };
+        let clock = opts.clock.unwrap_or_else(|| Arc::new(system_clock));
+        let users = opts
+            .users
+            .or_else(|| config.users.as_ref().map(|t| pool.table_users(t)));
+        let store = pool.store(users.is_some());
         if let Err(e) = store.migrate(clock()).await {
             pool.close().await;
             return Err(Error::Config(format!(
                 "cannot run the advanced_token migrations on {url}: {e}"
             )));
         }
-        let cache = (serve && config.token_cache).then(|| {
+        let cache = (opts.serve && config.token_cache).then(|| {
             TokenCache::new(
                 config.token_cache_capacity,
                 Duration::from_secs_f64(config.token_cache_poll),
+                Duration::from_secs(config.token_cache_ttl),
             )
         });
         let at = AdvancedToken {
@@ -162,6 +183,7 @@ impl AdvancedToken {
                 config,
                 pool,
                 store,
+                users,
                 clock,
                 database: url,
                 db_timeout: Duration::from_secs(db.connect_timeout.max(1)),
@@ -207,6 +229,15 @@ impl AdvancedToken {
         (self.inner.clock)()
     }
 
+    /// Runs a call into the app's [`UserBackend`] with the same deadline as
+    /// [`AdvancedToken::db`].
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        match rocket::tokio::time::timeout(self.inner.db_timeout, call).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(Error::Unavailable(None)),
+        }
+    }
+
     /// Every database call goes through here: the store is reachable no
     /// other way. The call gets the `connect_timeout` deadline (a hung
     /// database answers 503, never hangs a request or a command), and its
@@ -220,6 +251,32 @@ impl AdvancedToken {
             Ok(result) => result.map_err(Error::from),
             Err(_elapsed) => Err(Error::Unavailable(None)),
         }
+    }
+
+    /// The app's users, when they live in the app's table.
+    fn app_users(&self) -> Option<&dyn UserBackend> {
+        self.inner.users.as_deref()
+    }
+
+    /// [`Error::Config`] for what only the crate's own users table allows.
+    fn builtin_only(&self, what: &str) -> Result<(), Error> {
+        match self.app_users() {
+            None => Ok(()),
+            Some(_) => Err(Error::Config(format!(
+                "{what} is not available when users live in the app's own table: change the app's table instead"
+            ))),
+        }
+    }
+
+    /// Tells every instance that a user (or their tokens) changed behind
+    /// the crate's back, e.g. the app's own SQL deactivated, deleted or
+    /// edited the user in its table: cached tokens are read again, here at
+    /// once and on every other instance within `token_cache_poll`.
+    pub async fn user_changed(&self, id: impl Into<crate::UserId>) -> Result<(), Error> {
+        let _id = id.into();
+        let bumped = self.db(|s| s.bump_revocations()).await;
+        self.forget_all();
+        bumped
     }
 
     fn cache(&self) -> Option<&TokenCache> {

@@ -1,5 +1,6 @@
 //! The token lifecycle: authenticate (the guard's work), rotate, revoke.
 
+use crate::backend::{AppUser, UserId};
 use crate::error::Error;
 use crate::store::{NewToken, TokenRow};
 use crate::token;
@@ -41,17 +42,23 @@ pub(crate) const TOUCH_INTERVAL: i64 = 60;
 ///
 /// The lookup runs once per request, however many guards ask. Using the
 /// guard without attaching [`AdvancedToken::fairing()`] aborts launch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// With the app's own users table, [`AuthUser::user`] gives the app's user
+/// value (from its [`UserBackend`](crate::UserBackend)), or
+/// [`AuthUser::fields`] the columns named in `advanced_token.users.fields`,
+/// loaded with the token and cached with it: no query of the app's own.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct AuthUser {
     /// The user's id.
-    pub id: i64,
-    /// The user's username.
+    pub id: UserId,
+    /// The user's username (login name).
     pub username: String,
     pub(crate) token_id: i64,
     pub(crate) digest: String,
     pub(crate) rotation_locked: bool,
     pub(crate) created_at: i64,
+    app: Option<AppUser>,
 }
 
 impl AuthUser {
@@ -63,7 +70,21 @@ impl AuthUser {
             digest,
             rotation_locked: row.rotation_locked,
             created_at: row.created_at,
+            app: row.app,
         }
+    }
+
+    /// The app's own user value, when users live in the app's table and its
+    /// [`UserBackend`](crate::UserBackend) put a `U` in
+    /// [`AppUser::data`]; `None` otherwise.
+    pub fn user<U: 'static>(&self) -> Option<&U> {
+        self.app.as_ref()?.data.downcast_ref::<U>()
+    }
+
+    /// The columns named in `advanced_token.users.fields`, as a JSON object,
+    /// when the users table is named in configuration.
+    pub fn fields(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.user()
     }
 
     /// The id of the token the request authenticated with (the id that
@@ -77,18 +98,23 @@ impl AdvancedToken {
     /// Issues a new token for a user id, without a password: for apps that
     /// authenticate users another way. [`Error::UnknownUser`] if there is
     /// no such user.
-    pub async fn issue_token(&self, user_id: i64) -> Result<String, Error> {
-        self.store_token(user_id, None)
-            .await?
-            .ok_or_else(|| Error::UnknownUser(format!("#{user_id}")))
+    pub async fn issue_token(&self, user_id: impl Into<UserId>) -> Result<String, Error> {
+        let id = user_id.into();
+        let unknown = || Error::UnknownUser(format!("#{id}"));
+        if let Some(users) = self.app_users() {
+            self.bounded(users.by_id(&id)).await?.ok_or_else(unknown)?;
+        }
+        self.store_token(&id, None, None).await?.ok_or_else(unknown)
     }
 
     /// Stores a new token for `user_id`; `None` if the user is gone or, with
     /// `verified_hash`, no longer has that password hash or is inactive.
+    /// `new_hash` replaces the verified one in the same transaction.
     pub(super) async fn store_token(
         &self,
-        user_id: i64,
+        user_id: &UserId,
         verified_hash: Option<&str>,
+        new_hash: Option<&str>,
     ) -> Result<Option<String>, Error> {
         let token = token::generate();
         let digest = token::digest(&token);
@@ -96,6 +122,7 @@ impl AdvancedToken {
         let new = NewToken {
             user_id,
             verified_hash,
+            new_hash,
             digest: &digest,
             now,
             expires_at: self.expiry_from(now),
@@ -145,6 +172,15 @@ impl AdvancedToken {
                 c.invalidate(digest);
             }
             return Err(Error::TokenExpired);
+        }
+        if let Some(users) = self.app_users() {
+            // The user from the app's table, cached with the token. A user
+            // deleted there leaves the token meaningless.
+            let user = self.bounded(users.by_id(&row.user_id)).await?;
+            let user = user.ok_or(Error::InvalidToken)?;
+            row.username.clone_from(&user.username);
+            row.is_active = user.is_active;
+            row.app = Some(user);
         }
         if !row.is_active {
             return Err(Error::UserInactive);
@@ -219,7 +255,7 @@ impl AdvancedToken {
         if !self.config().allow_logout {
             return Err(Error::LogoutDisabled);
         }
-        let n = self.db(|s| s.delete_user_tokens(user.id)).await;
+        let n = self.db(|s| s.delete_user_tokens(&user.id)).await;
         self.forget_all();
         n
     }
@@ -227,7 +263,7 @@ impl AdvancedToken {
     /// Deletes all tokens of one user. Returns how many.
     pub async fn revoke_tokens(&self, username: &str) -> Result<u64, Error> {
         let id = self.user_id(username).await?;
-        let n = self.db(|s| s.delete_user_tokens(id)).await;
+        let n = self.db(|s| s.delete_user_tokens(&id)).await;
         self.forget_all();
         n
     }

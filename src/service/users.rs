@@ -1,5 +1,6 @@
 //! User administration: what the command line does, as library calls.
 
+use crate::backend::UserId;
 use crate::error::Error;
 use crate::store::{TokenInfo, UserFlag, UserInfo};
 
@@ -15,6 +16,7 @@ impl AdvancedToken {
     ///
     /// Returns the new user's id, or [`Error::UsernameTaken`].
     pub async fn create_user(&self, username: &str, password: &str) -> Result<i64, Error> {
+        self.builtin_only("create_user")?;
         validate_username(username)?;
         validate_password(password)?;
         let hash = self.inner.hasher.hash(password.to_owned()).await?;
@@ -28,8 +30,9 @@ impl AdvancedToken {
     /// password change logs the user out everywhere). Returns how many
     /// tokens were revoked.
     pub async fn set_password(&self, username: &str, password: &str) -> Result<u64, Error> {
+        self.builtin_only("set_password")?;
         validate_password(password)?;
-        let id = self.user_id(username).await?;
+        let id = self.builtin_id(username).await?;
         let hash = self.inner.hasher.hash(password.to_owned()).await?;
         let revoked = self.db(|s| s.set_password(id, &hash)).await;
         self.forget_all();
@@ -62,8 +65,11 @@ impl AdvancedToken {
     }
 
     async fn set_flag(&self, username: &str, flag: UserFlag, on: bool) -> Result<(), Error> {
+        if flag == UserFlag::Active {
+            self.builtin_only("activating or deactivating a user")?;
+        }
         let id = self.user_id(username).await?;
-        let found = self.db(|s| s.set_flag(id, flag, on)).await;
+        let found = self.db(|s| s.set_flag(&id, flag, on)).await;
         self.forget_all();
         match found? {
             true => Ok(()),
@@ -73,7 +79,8 @@ impl AdvancedToken {
 
     /// Deletes a user and all of the user's tokens.
     pub async fn delete_user(&self, username: &str) -> Result<(), Error> {
-        let id = self.user_id(username).await?;
+        self.builtin_only("delete_user")?;
+        let id = self.builtin_id(username).await?;
         let found = self.db(|s| s.delete_user(id)).await;
         self.forget_all();
         match found? {
@@ -84,6 +91,7 @@ impl AdvancedToken {
 
     /// Every user, by username, with the number of unexpired tokens.
     pub async fn list_users(&self) -> Result<Vec<UserInfo>, Error> {
+        self.builtin_only("list_users")?;
         let now = self.now();
         self.db(|s| s.list_users(now)).await
     }
@@ -91,14 +99,27 @@ impl AdvancedToken {
     /// The metadata of a user's tokens (never the tokens or their digests).
     pub async fn list_tokens(&self, username: &str) -> Result<Vec<TokenInfo>, Error> {
         let id = self.user_id(username).await?;
-        self.db(|s| s.list_tokens(id)).await
+        self.db(|s| s.list_tokens(&id)).await
     }
 
-    pub(super) async fn user_id(&self, username: &str) -> Result<i64, Error> {
+    /// The id of a user of the crate's own table.
+    async fn builtin_id(&self, username: &str) -> Result<i64, Error> {
         self.db(|s| s.find_user(username))
             .await?
             .map(|u| u.id)
             .ok_or_else(|| Error::UnknownUser(username.to_owned()))
+    }
+
+    /// The id of a user, from the crate's table or the app's.
+    pub(super) async fn user_id(&self, username: &str) -> Result<UserId, Error> {
+        match self.app_users() {
+            Some(users) => self
+                .bounded(users.by_login(username))
+                .await?
+                .map(|u| u.id)
+                .ok_or_else(|| Error::UnknownUser(username.to_owned())),
+            None => Ok(UserId::Int(self.builtin_id(username).await?)),
+        }
     }
 }
 

@@ -10,10 +10,33 @@ use super::is_conflict;
 #[allow(dead_code)] // only the compiled-in backends' SQL is read
 pub(crate) struct Migration {
     pub version: i64,
+    /// Which users table it belongs with: the crate's own, the app's, or
+    /// both.
+    pub users: Users,
     pub description: &'static str,
     pub sqlite: &'static str,
     pub postgres: &'static str,
     pub mysql: &'static str,
+}
+
+/// Whose users table a database holds: the crate's (`advanced_token_users`,
+/// the default) or the app's. Chosen once per database: the tokens table
+/// differs (an integer foreign key, or the app's id as text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Users {
+    Builtin,
+    App,
+    Both,
+}
+
+impl Users {
+    fn applies_to(self, app_users: bool) -> bool {
+        match self {
+            Users::Both => true,
+            Users::Builtin => !app_users,
+            Users::App => app_users,
+        }
+    }
 }
 
 /// The crate's migrations, in order. They are tracked in the crate's own
@@ -23,6 +46,7 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
+        users: Users::Builtin,
         description: "create tables",
         sqlite: include_str!("../../migrations/sqlite/0001_create_tables.sql"),
         postgres: include_str!("../../migrations/postgres/0001_create_tables.sql"),
@@ -30,6 +54,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        users: Users::Both,
         description: "login failures",
         sqlite: include_str!("../../migrations/sqlite/0002_login_failures.sql"),
         postgres: include_str!("../../migrations/postgres/0002_login_failures.sql"),
@@ -37,6 +62,7 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 3,
+        users: Users::Both,
         description: "revocation counter",
         sqlite: include_str!("../../migrations/sqlite/0003_revocations.sql"),
         postgres: include_str!("../../migrations/postgres/0003_revocations.sql"),
@@ -44,10 +70,19 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
+        users: Users::Both,
         description: "revocation notify",
         sqlite: include_str!("../../migrations/sqlite/0004_revocation_notify.sql"),
         postgres: include_str!("../../migrations/postgres/0004_revocation_notify.sql"),
         mysql: include_str!("../../migrations/mysql/0004_revocation_notify.sql"),
+    },
+    Migration {
+        version: 101,
+        users: Users::App,
+        description: "tokens of the app's users",
+        sqlite: include_str!("../../migrations/sqlite/0101_app_users_tokens.sql"),
+        postgres: include_str!("../../migrations/postgres/0101_app_users_tokens.sql"),
+        mysql: include_str!("../../migrations/mysql/0101_app_users_tokens.sql"),
     },
 ];
 
@@ -76,11 +111,15 @@ pub(crate) trait Migrator: Send {
 /// collides with another process's (a deadlock, or a Galera certification
 /// failure: Galera's locks are per node) is run again from the start: every
 /// step is idempotent, and what the other process applied is then skipped.
-pub(crate) async fn run(m: &mut dyn Migrator, now: i64) -> Result<(), sqlx::Error> {
+pub(crate) async fn run(
+    m: &mut dyn Migrator,
+    app_users: bool,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     m.lock().await?;
     let mut tries = 0u64;
     let result = loop {
-        match pending(m, now).await {
+        match pending(m, app_users, now).await {
             Err(e) if is_conflict(&e) && tries < 8 => {
                 tries += 1;
                 let pause = 20 * tries + rand::random::<u64>() % 50;
@@ -93,9 +132,22 @@ pub(crate) async fn run(m: &mut dyn Migrator, now: i64) -> Result<(), sqlx::Erro
     result.and(unlocked)
 }
 
-async fn pending(m: &mut dyn Migrator, now: i64) -> Result<(), sqlx::Error> {
+async fn pending(m: &mut dyn Migrator, app_users: bool, now: i64) -> Result<(), sqlx::Error> {
     let applied = m.applied().await?;
-    for migration in MIGRATIONS {
+    let other_mode = |m: &Migration| !m.users.applies_to(app_users) && applied.contains(&m.version);
+    if MIGRATIONS.iter().any(other_mode) {
+        return Err(sqlx::Error::Configuration(
+            if app_users {
+                "this database holds the crate's own users table (advanced_token_users); \
+                 the app's users table needs a database of its own"
+            } else {
+                "this database was set up for the app's own users table (advanced_token.users); \
+                 the crate's users table needs a database of its own"
+            }
+            .into(),
+        ));
+    }
+    for migration in MIGRATIONS.iter().filter(|m| m.users.applies_to(app_users)) {
         if !applied.contains(&migration.version) {
             m.apply(migration, now).await?;
         }

@@ -10,6 +10,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::backend::{AppUser, UserId};
+
 mod migrate;
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql;
@@ -17,6 +19,9 @@ pub(crate) mod mysql;
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+mod table_users;
+
+pub(crate) use table_users::*;
 
 /// What login needs to know about a user.
 #[derive(Debug)]
@@ -26,33 +31,59 @@ pub(crate) struct LoginRow {
     pub is_active: bool,
 }
 
-/// A token and its user, found by digest in one indexed query.
+/// A token and its user, found by digest in one indexed query. With the
+/// app's own users table, the query gives the token and the crate's
+/// settings; the service fills in the user (`username`, `is_active`,
+/// `app`) from the app's [`UserBackend`](crate::UserBackend).
 #[derive(Debug, Clone)]
 pub(crate) struct TokenRow {
     pub token_id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub username: String,
     pub is_active: bool,
     pub rotation_locked: bool,
     pub created_at: i64,
     pub last_used_at: i64,
     pub expires_at: Option<i64>,
+    pub app: Option<AppUser>,
 }
 
-/// The columns of [`TokenRow`], in the order every backend selects them.
+/// The columns of [`TokenRow`] with the crate's users table, in the order
+/// every backend selects them.
 pub(crate) type TokenTuple = (i64, i64, String, bool, bool, i64, i64, Option<i64>);
 
 impl From<TokenTuple> for TokenRow {
     fn from(t: TokenTuple) -> Self {
         TokenRow {
             token_id: t.0,
-            user_id: t.1,
+            user_id: UserId::Int(t.1),
             username: t.2,
             is_active: t.3,
             rotation_locked: t.4,
             created_at: t.5,
             last_used_at: t.6,
             expires_at: t.7,
+            app: None,
+        }
+    }
+}
+
+/// The columns of [`TokenRow`] with the app's users table: the user id as
+/// text, and no user columns but the crate's rotation lock.
+pub(crate) type AppTokenTuple = (i64, String, bool, i64, i64, Option<i64>);
+
+impl From<AppTokenTuple> for TokenRow {
+    fn from(t: AppTokenTuple) -> Self {
+        TokenRow {
+            token_id: t.0,
+            user_id: UserId::from_stored(t.1),
+            username: String::new(),
+            is_active: false,
+            rotation_locked: t.2,
+            created_at: t.3,
+            last_used_at: t.4,
+            expires_at: t.5,
+            app: None,
         }
     }
 }
@@ -138,12 +169,16 @@ pub(crate) enum UserFlag {
 /// A token to store.
 #[derive(Debug)]
 pub(crate) struct NewToken<'a> {
-    pub user_id: i64,
+    pub user_id: &'a UserId,
     /// The password hash the login verified: the token is only stored if
     /// the user still has it and is active (a password change or a
     /// deactivation that committed meanwhile wins). `None` (a token issued
-    /// without a password) only needs the user to exist.
+    /// without a password) only needs the user to exist. (With the app's
+    /// users table, the service re-checks after the insert instead.)
     pub verified_hash: Option<&'a str>,
+    /// A new hash to store in place of the verified one (an old format
+    /// upgraded to argon2id), in the same transaction.
+    pub new_hash: Option<&'a str>,
     pub digest: &'a str,
     pub now: i64,
     pub expires_at: Option<i64>,
@@ -175,8 +210,14 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// there is no such user, else how many tokens went.
     async fn set_password(&self, user_id: i64, hash: &str) -> Result<Option<u64>, sqlx::Error>;
     /// Sets a flag (revoking: cached tokens must see it); `false` if there is
-    /// no such user.
-    async fn set_flag(&self, user_id: i64, flag: UserFlag, on: bool) -> Result<bool, sqlx::Error>;
+    /// no such user. With the app's users table only the rotation lock is
+    /// the crate's to set.
+    async fn set_flag(
+        &self,
+        user_id: &UserId,
+        flag: UserFlag,
+        on: bool,
+    ) -> Result<bool, sqlx::Error>;
     /// Deletes a user and (by the foreign key) the user's tokens.
     async fn delete_user(&self, user_id: i64) -> Result<bool, sqlx::Error>;
     /// Every user, by username, with the number of unexpired tokens.
@@ -210,16 +251,19 @@ pub(crate) trait Store: Send + Sync + 'static {
         expires_at: Option<i64>,
     ) -> Result<bool, sqlx::Error>;
     /// Deletes every token of one user.
-    async fn delete_user_tokens(&self, user_id: i64) -> Result<u64, sqlx::Error>;
+    async fn delete_user_tokens(&self, user_id: &UserId) -> Result<u64, sqlx::Error>;
     /// Deletes every token.
     async fn delete_all_tokens(&self) -> Result<u64, sqlx::Error>;
     /// Deletes expired tokens.
     async fn purge_expired(&self, now: i64) -> Result<u64, sqlx::Error>;
     /// The metadata of one user's tokens.
-    async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, sqlx::Error>;
+    async fn list_tokens(&self, user_id: &UserId) -> Result<Vec<TokenInfo>, sqlx::Error>;
     /// The revocation counter: it moves whenever a token may have been
     /// revoked anywhere. A missing counter row is an error, never 0.
     async fn revocation_counter(&self) -> Result<i64, sqlx::Error>;
+    /// Moves the revocation counter: every instance drops its cache within
+    /// `token_cache_poll` (for changes made outside the crate).
+    async fn bump_revocations(&self) -> Result<(), sqlx::Error>;
 
     /// Failures since `since` for a username digest and a client IP.
     async fn login_failures(

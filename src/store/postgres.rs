@@ -1,22 +1,29 @@
 //! The PostgreSQL store. Statements use `$N` placeholders; writes that must
 //! see a consistent user row start with an `UPDATE` of it, which locks the
 //! row until commit (at READ COMMITTED, concurrent logins of one user would
-//! otherwise not see each other's new tokens), and re-reads the newest
+//! otherwise not see each other's new tokens) and re-reads the newest
 //! version of the row for its `WHERE` clause.
 
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
-    failures, missing_counter, retry, Failures, LoginRow, NewToken, Store, TokenInfo,
-    TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
+    failures, missing_counter, retry, AppTokenTuple, Failures, LoginRow, NewToken, Store,
+    TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
 };
+use crate::backend::UserId;
 
 /// The crate's tables in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub(crate) struct PgStore {
     pub(crate) pool: PgPool,
+    /// The users live in the app's table: tokens hold the app's id as text.
+    pub(crate) app_users: bool,
 }
+
+type Q<'q> = Query<'q, Postgres, PgArguments>;
 
 const BUMP: &str = "UPDATE advanced_token_revocations SET counter = counter + 1 WHERE id = 1";
 
@@ -35,8 +42,9 @@ struct PgMigrator(sqlx::pool::PoolConnection<sqlx::Postgres>);
 #[rocket::async_trait]
 impl Migrator for PgMigrator {
     async fn lock(&mut self) -> Result<(), sqlx::Error> {
-        // A session-level advisory lock, tried rather than waited for, so
-        // that the wait is bounded: any fixed 64-bit key ("advtoken").
+        // A session-level advisory lock on any fixed 64-bit key
+        // ("advtoken"), tried rather than waited for, so that the wait is
+        // bounded.
         let deadline = std::time::Instant::now() + migrate::LOCK_WAIT;
         loop {
             let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7018141436911857262)")
@@ -60,8 +68,8 @@ impl Migrator for PgMigrator {
     }
 
     async fn applied(&mut self) -> Result<Vec<i64>, sqlx::Error> {
-        // Checked first, so that an up-to-date database logs no
-        // "already exists, skipping" notice at every launch.
+        // Checked first, so that an up-to-date database logs no "already
+        // exists, skipping" notice at every launch.
         let exists: bool =
             sqlx::query_scalar("SELECT to_regclass('advanced_token_migrations') IS NOT NULL")
                 .fetch_one(&mut *self.0)
@@ -97,29 +105,60 @@ impl Migrator for PgMigrator {
 }
 
 impl PgStore {
-    /// Evicts the user's least recently used tokens beyond `keep`.
-    async fn evict(conn: &mut PgConnection, user_id: i64, keep: u32) -> Result<u64, sqlx::Error> {
-        let cutoff: Option<(i64, i64)> = sqlx::query_as(
+    /// Binds a user id as the tokens table holds it: an integer with the
+    /// crate's users table, text with the app's.
+    fn bind_user<'q>(&self, q: Q<'q>, id: &UserId) -> Q<'q> {
+        if self.app_users {
+            q.bind(id.to_string())
+        } else {
+            q.bind(id.as_i64().unwrap_or(-1))
+        }
+    }
+
+    /// With the crate's users table: locks the user's row, and checks (and
+    /// upgrades) the verified hash, in the token's transaction.
+    async fn lock_user(conn: &mut PgConnection, t: &NewToken<'_>) -> Result<bool, sqlx::Error> {
+        let id = t.user_id.as_i64().unwrap_or(-1);
+        let lock = match t.verified_hash {
+            Some(hash) => sqlx::query(
+                "UPDATE advanced_token_users SET password_hash = $3 \
+                 WHERE id = $1 AND password_hash = $2 AND is_active",
+            )
+            .bind(id)
+            .bind(hash)
+            .bind(t.new_hash.unwrap_or(hash)),
+            None => sqlx::query("UPDATE advanced_token_users SET id = id WHERE id = $1").bind(id),
+        };
+        Ok(lock.execute(conn).await?.rows_affected() > 0)
+    }
+
+    /// Evicts the user's least recently used tokens beyond `t.keep`.
+    async fn evict(&self, conn: &mut PgConnection, t: &NewToken<'_>) -> Result<u64, sqlx::Error> {
+        let cutoff = sqlx::query(
             "SELECT last_used_at, id FROM advanced_token_tokens WHERE user_id = $1 \
              ORDER BY last_used_at DESC, id DESC LIMIT 1 OFFSET $2",
-        )
-        .bind(user_id)
-        .bind(i64::from(keep) - 1)
-        .fetch_optional(&mut *conn)
-        .await?;
+        );
+        let cutoff: Option<(i64, i64)> = self
+            .bind_user(cutoff, t.user_id)
+            .bind(i64::from(t.keep) - 1)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?)))
+            .transpose()?;
         let Some((last_used, id)) = cutoff else {
             return Ok(0);
         };
-        let evicted = sqlx::query(
+        let delete = sqlx::query(
             "DELETE FROM advanced_token_tokens WHERE user_id = $1 \
              AND (last_used_at, id) < ($2, $3)",
-        )
-        .bind(user_id)
-        .bind(last_used)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        );
+        let evicted = self
+            .bind_user(delete, t.user_id)
+            .bind(last_used)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         if evicted > 0 {
             bump(conn).await?;
         }
@@ -128,43 +167,31 @@ impl PgStore {
 
     async fn try_insert_token(&self, t: &NewToken<'_>) -> Result<Option<u64>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let lock = match t.verified_hash {
-            Some(hash) => sqlx::query(
-                "UPDATE advanced_token_users SET id = id \
-                 WHERE id = $1 AND password_hash = $2 AND is_active",
-            )
-            .bind(t.user_id)
-            .bind(hash),
-            None => {
-                sqlx::query("UPDATE advanced_token_users SET id = id WHERE id = $1").bind(t.user_id)
-            }
-        };
-        if lock.execute(&mut *tx).await?.rows_affected() == 0 {
+        if !self.app_users && !Self::lock_user(&mut tx, t).await? {
             return Ok(None);
         }
-        sqlx::query(
+        let insert = sqlx::query(
             "INSERT INTO advanced_token_tokens (user_id, digest, created_at, last_used_at, expires_at) \
              VALUES ($1, $2, $3, $3, $4)",
-        )
-        .bind(t.user_id)
-        .bind(t.digest)
-        .bind(t.now)
-        .bind(t.expires_at)
-        .execute(&mut *tx)
-        .await?;
-        let evicted = Self::evict(&mut tx, t.user_id, t.keep).await?;
+        );
+        self.bind_user(insert, t.user_id)
+            .bind(t.digest)
+            .bind(t.now)
+            .bind(t.expires_at)
+            .execute(&mut *tx)
+            .await?;
+        let evicted = self.evict(&mut tx, t).await?;
         tx.commit().await?;
         Ok(Some(evicted))
     }
 
     /// Runs one revoking statement and bumps the counter, in a transaction.
-    async fn revoking(&self, sql: &'static str, bind: Option<i64>) -> Result<u64, sqlx::Error> {
+    async fn revoking(&self, sql: &'static str, user: Option<&UserId>) -> Result<u64, sqlx::Error> {
         retry(|| async {
             let mut tx = self.pool.begin().await?;
-            let query = sqlx::query(sql);
-            let query = match bind {
-                Some(v) => query.bind(v),
-                None => query,
+            let query = match user {
+                Some(id) => self.bind_user(sqlx::query(sql), id),
+                None => sqlx::query(sql),
             };
             let n = query.execute(&mut *tx).await?.rows_affected();
             bump(&mut tx).await?;
@@ -173,13 +200,31 @@ impl PgStore {
         })
         .await
     }
+
+    fn flag_sql(&self, flag: UserFlag) -> Option<&'static str> {
+        match (flag, self.app_users) {
+            (UserFlag::Active, false) => {
+                Some("UPDATE advanced_token_users SET is_active = $1 WHERE id = $2")
+            }
+            (UserFlag::RotationLocked, false) => {
+                Some("UPDATE advanced_token_users SET rotation_locked = $1 WHERE id = $2")
+            }
+            (UserFlag::RotationLocked, true) => Some(
+                "INSERT INTO advanced_token_user_settings (rotation_locked, user_id) \
+                 VALUES ($1, $2) ON CONFLICT (user_id) \
+                 DO UPDATE SET rotation_locked = EXCLUDED.rotation_locked",
+            ),
+            // The app's own table says who is active.
+            (UserFlag::Active, true) => None,
+        }
+    }
 }
 
 #[rocket::async_trait]
 impl Store for PgStore {
     async fn migrate(&self, now: i64) -> Result<(), sqlx::Error> {
         let mut m = PgMigrator(self.pool.acquire().await?);
-        migrate::run(&mut m, now).await
+        migrate::run(&mut m, self.app_users, now).await
     }
 
     async fn close(&self) {
@@ -193,7 +238,8 @@ impl Store for PgStore {
         now: i64,
     ) -> Result<Option<i64>, sqlx::Error> {
         // `ON CONFLICT DO NOTHING` rather than a failing INSERT: a taken
-        // username is an answer, not an error (and not a log line).
+        // username is an answer, not an error (nor a line in the server's
+        // log).
         sqlx::query_scalar(
             "INSERT INTO advanced_token_users (username, password_hash, is_active, rotation_locked, created_at) \
              VALUES ($1, $2, TRUE, FALSE, $3) ON CONFLICT (username) DO NOTHING RETURNING id",
@@ -244,18 +290,20 @@ impl Store for PgStore {
         .await
     }
 
-    async fn set_flag(&self, user_id: i64, flag: UserFlag, on: bool) -> Result<bool, sqlx::Error> {
-        let sql = match flag {
-            UserFlag::Active => "UPDATE advanced_token_users SET is_active = $1 WHERE id = $2",
-            UserFlag::RotationLocked => {
-                "UPDATE advanced_token_users SET rotation_locked = $1 WHERE id = $2"
-            }
+    async fn set_flag(
+        &self,
+        user_id: &UserId,
+        flag: UserFlag,
+        on: bool,
+    ) -> Result<bool, sqlx::Error> {
+        let Some(sql) = self.flag_sql(flag) else {
+            return Ok(false);
         };
         retry(|| async {
             let mut tx = self.pool.begin().await?;
-            let found = sqlx::query(sql)
-                .bind(on)
-                .bind(user_id)
+            let query = sqlx::query(sql).bind(on);
+            let found = self
+                .bind_user(query, user_id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -268,7 +316,7 @@ impl Store for PgStore {
 
     async fn delete_user(&self, user_id: i64) -> Result<bool, sqlx::Error> {
         let sql = "DELETE FROM advanced_token_users WHERE id = $1";
-        Ok(self.revoking(sql, Some(user_id)).await? > 0)
+        Ok(self.revoking(sql, Some(&UserId::Int(user_id))).await? > 0)
     }
 
     async fn list_users(&self, now: i64) -> Result<Vec<UserInfo>, sqlx::Error> {
@@ -289,6 +337,18 @@ impl Store for PgStore {
     }
 
     async fn find_token(&self, digest: &str) -> Result<Option<TokenRow>, sqlx::Error> {
+        if self.app_users {
+            let row: Option<AppTokenTuple> = sqlx::query_as(
+                "SELECT t.id, t.user_id, COALESCE(s.rotation_locked, FALSE), \
+                 t.created_at, t.last_used_at, t.expires_at FROM advanced_token_tokens t \
+                 LEFT JOIN advanced_token_user_settings s ON s.user_id = t.user_id \
+                 WHERE t.digest = $1",
+            )
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+            return Ok(row.map(TokenRow::from));
+        }
         let row: Option<TokenTuple> = sqlx::query_as(
             "SELECT t.id, t.user_id, u.username, u.is_active, u.rotation_locked, \
              t.created_at, t.last_used_at, t.expires_at \
@@ -364,7 +424,7 @@ impl Store for PgStore {
         .await
     }
 
-    async fn delete_user_tokens(&self, user_id: i64) -> Result<u64, sqlx::Error> {
+    async fn delete_user_tokens(&self, user_id: &UserId) -> Result<u64, sqlx::Error> {
         let sql = "DELETE FROM advanced_token_tokens WHERE user_id = $1";
         self.revoking(sql, Some(user_id)).await
     }
@@ -384,14 +444,18 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
-    async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, sqlx::Error> {
-        let rows: Vec<TokenInfoTuple> = sqlx::query_as(
+    async fn list_tokens(&self, user_id: &UserId) -> Result<Vec<TokenInfo>, sqlx::Error> {
+        let query = sqlx::query(
             "SELECT id, created_at, last_used_at, expires_at FROM advanced_token_tokens \
              WHERE user_id = $1 ORDER BY id",
-        )
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let rows = self.bind_user(query, user_id).fetch_all(&self.pool).await?;
+        let rows = rows
+            .iter()
+            .map(|r| -> Result<TokenInfoTuple, sqlx::Error> {
+                Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows.into_iter().map(TokenInfo::from).collect())
     }
 
@@ -399,6 +463,14 @@ impl Store for PgStore {
         sqlx::query_scalar("SELECT counter FROM advanced_token_revocations WHERE id = 1")
             .fetch_one(&self.pool)
             .await
+    }
+
+    async fn bump_revocations(&self) -> Result<(), sqlx::Error> {
+        retry(|| async {
+            let mut conn = self.pool.acquire().await?;
+            bump(&mut conn).await
+        })
+        .await
     }
 
     async fn login_failures(

@@ -71,8 +71,11 @@ async fn both_orders(backend: Backend) {
     app_migrations(dir.path(), &db).await;
     launch_and_use(&db).await;
     assert_eq!(db.count("_sqlx_migrations").await, 1);
+    // Every migration of the crate's own users table (the 01xx ones are for
+    // an app's own users table).
     let ours = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
         .unwrap()
+        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with("01"))
         .count();
     assert_eq!(db.count("advanced_token_migrations").await, ours as i64);
 }
