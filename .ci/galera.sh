@@ -5,6 +5,7 @@
 #   bash .ci/galera.sh start   # install galera-4/rsync if missing, start, wait for Synced x3
 #   bash .ci/galera.sh urls    # mysql://root@127.0.0.1:P/test for the three nodes, comma-separated
 #   bash .ci/galera.sh stop    # kill the three nodes, remove all state
+#   bash .ci/galera.sh kill N / restart N   # crash node N (0-2) / rejoin it (IST), for the tests
 #
 # Ports (override the base with GALERA_PORT_BASE, default 13306): node i
 # (0, 1, 2) serves SQL on BASE+i, gcomm on 14567+10i, IST on 14568+10i and
@@ -178,6 +179,33 @@ cmd_stop() {
     log "stopped"
 }
 
+cmd_kill() { # node index: SIGKILL, as a crash would
+    local n=$1
+    alive "$n" || { log "node$n is not running"; return 1; }
+    local pg; pg=$(cat "$DIR/node$n.pgid")
+    kill -KILL -- "-$pg" 2>/dev/null || kill -KILL "$pg"
+    while kill -0 "$pg" 2>/dev/null; do sleep 0.1; done
+    log "node$n killed"
+}
+
+cmd_restart() { # node index: recover its position, rejoin (IST), wait for Synced
+    local n=$1 t0=$SECONDS pos
+    if alive "$n"; then log "node$n is running"; return 0; fi
+    # A crashed node does not know its last seqno (grastate.dat says -1):
+    # --wsrep-recover reads it from InnoDB, so the node can ask for IST
+    # rather than a full SST.
+    /usr/sbin/mariadbd --defaults-file="$DIR/node$n.cnf" --wsrep-recover \
+        --log-error="$DIR/node$n/recover.log" >/dev/null 2>&1 || true
+    pos=$(sed -n 's/.*WSREP: Recovered position: *\([^ ]*\).*/\1/p' "$DIR/node$n/recover.log" | tail -n 1)
+    if [ -n "$pos" ]; then
+        start_node "$n" --wsrep-start-position="$pos"
+    else
+        start_node "$n"
+    fi
+    wait_until 60 "node$n to rejoin" synced "$n" 3
+    log "node$n rejoined at ${pos:-?} in $((SECONDS - t0)) s"
+}
+
 cmd_urls() {
     local out="" n
     for n in "${NODES[@]}"; do out+="${out:+,}mysql://root@127.0.0.1:$(sql_port "$n")/test"; done
@@ -188,5 +216,7 @@ case "${1:-}" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     urls) cmd_urls ;;
-    *) echo "usage: $0 start|stop|urls" >&2; exit 2 ;;
+    kill) cmd_kill "${2:?node index 0-2}" ;;
+    restart) cmd_restart "${2:?node index 0-2}" ;;
+    *) echo "usage: $0 start|stop|urls|kill N|restart N" >&2; exit 2 ;;
 esac
