@@ -827,7 +827,7 @@ mod pgbouncer {
         cli_ok(&db.url, &["create-user", "alice", "--password", "pw"]);
         // A 30 s poll: a revocation seen within a second came by NOTIFY,
         // through pgbouncer.
-        let settings = "{login_throttle=false,token_cache_poll=30.0}";
+        let settings = "{login_throttle=false,token_cache_poll=30.0,max_tokens_per_user=1000}";
         let a = start(&db.url, settings).await;
         let b = start(&db.url, settings).await;
         // Let both listeners connect and LISTEN.
