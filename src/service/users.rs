@@ -26,6 +26,15 @@ impl AdvancedToken {
             .ok_or_else(|| Error::UsernameTaken(username.to_owned()))
     }
 
+    /// The argon2id hash (a PHC string) of `password`, as the crate stores
+    /// it: for an app that keeps its users in its own table (signup,
+    /// password change). The password must pass the same checks as
+    /// [`AdvancedToken::create_user`]'s.
+    pub async fn hash_password(&self, password: &str) -> Result<String, Error> {
+        validate_password(password)?;
+        self.inner.hasher.hash(password.to_owned()).await
+    }
+
     /// Sets a user's password and revokes all of the user's tokens (a
     /// password change logs the user out everywhere). Returns how many
     /// tokens were revoked.
