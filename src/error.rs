@@ -102,10 +102,12 @@ const UNAVAILABLE_CODES: [&str; 8] = [
 
 /// MySQL error numbers that mean "try again later" where the SQLSTATE is
 /// the catch-all HY000: too many connections, shutdown in progress, lock
-/// wait timeout, server gone away, lost connection, connection killed,
-/// Galera not ready (1047).
+/// wait timeout, server gone away, lost connection, connection killed;
+/// on a Galera node cut off from the quorum, "WSREP has not yet prepared
+/// node" (1047) and, in the seconds before it notices, "not connected to
+/// Primary Component" (1180).
 #[cfg(feature = "mysql")]
-const MYSQL_UNAVAILABLE: [u16; 7] = [1040, 1053, 1205, 2006, 2013, 1927, 1047];
+const MYSQL_UNAVAILABLE: [u16; 8] = [1040, 1053, 1205, 2006, 2013, 1927, 1047, 1180];
 
 impl Error {
     /// The HTTP status this error is answered with.

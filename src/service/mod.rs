@@ -92,9 +92,6 @@ struct Inner {
     db_timeout: Duration,
     /// When this process last pruned old login failures.
     last_prune: AtomicI64,
-    /// The database URL, unredacted, for the PostgreSQL listener.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    url: String,
     /// Verified tokens, when `token_cache` is on (and in a server).
     cache: Option<TokenCache>,
     /// Login attempts under way in this process, per username and per IP.
@@ -188,7 +185,6 @@ impl AdvancedToken {
                 database: url,
                 db_timeout: Duration::from_secs(db.connect_timeout.max(1)),
                 last_prune: AtomicI64::new(0),
-                url: db.url.clone(),
                 cache,
                 in_flight: throttle::InFlight::default(),
             }),

@@ -76,16 +76,23 @@ async fn poll(weak: Weak<Inner>, mut last: Option<i64>) {
 #[cfg(feature = "postgres")]
 async fn listen(weak: Weak<Inner>) {
     use crate::store::postgres::REVOCATION_CHANNEL;
-    let Some((url, period)) = weak.upgrade().and_then(|i| {
+    let Some((pool, period)) = weak.upgrade().and_then(|i| {
         let period = i.cache.as_ref()?.poll_interval();
-        Some((i.url.clone(), period))
+        // A pool of one connection of its own, with the main pool's
+        // options (and so its TLS, and no startup parameter pgbouncer
+        // refuses).
+        let opts = i.pool.postgres()?.connect_options();
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*opts).clone());
+        Some((own, period))
     }) else {
         return;
     };
     let mut listener: Option<sqlx::postgres::PgListener> = None;
     while weak.strong_count() > 0 {
         let Some(l) = listener.as_mut() else {
-            listener = connect_listener(&url, REVOCATION_CHANNEL).await;
+            listener = connect_listener(&pool, REVOCATION_CHANNEL).await;
             if listener.is_none() {
                 time::sleep(period).await;
             }
@@ -106,9 +113,12 @@ async fn listen(weak: Weak<Inner>) {
 }
 
 #[cfg(feature = "postgres")]
-async fn connect_listener(url: &str, channel: &str) -> Option<sqlx::postgres::PgListener> {
+async fn connect_listener(
+    pool: &sqlx::PgPool,
+    channel: &str,
+) -> Option<sqlx::postgres::PgListener> {
     let connected = async {
-        let mut l = sqlx::postgres::PgListener::connect(url).await?;
+        let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
         l.listen(channel).await?;
         Ok::<_, sqlx::Error>(l)
     };
