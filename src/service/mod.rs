@@ -269,14 +269,22 @@ impl AdvancedToken {
     /// edited the user in its table: cached tokens are read again, here at
     /// once and on every other instance within `token_cache_poll`.
     pub async fn user_changed(&self, id: impl Into<crate::UserId>) -> Result<(), Error> {
-        let _id = id.into();
-        let bumped = self.db(|s| s.bump_revocations()).await;
-        self.forget_all();
-        bumped
+        let id = id.into();
+        let logged = self.db(|s| s.user_changed(&id)).await;
+        self.forget_user(&id);
+        logged
     }
 
     fn cache(&self) -> Option<&TokenCache> {
         self.inner.cache.as_ref()
+    }
+
+    /// Drops one user's cached tokens (after a revocation by this process;
+    /// other instances read it from the revocation log).
+    fn forget_user(&self, id: &crate::UserId) {
+        if let Some(cache) = self.cache() {
+            cache.revoke_user(id);
+        }
     }
 
     /// Drops every cached token (after a revocation by this process).

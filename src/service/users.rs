@@ -44,7 +44,7 @@ impl AdvancedToken {
         let id = self.builtin_id(username).await?;
         let hash = self.inner.hasher.hash(password.to_owned()).await?;
         let revoked = self.db(|s| s.set_password(id, &hash)).await;
-        self.forget_all();
+        self.forget_user(&UserId::Int(id));
         revoked?.ok_or_else(|| Error::UnknownUser(username.to_owned()))
     }
 
@@ -79,7 +79,7 @@ impl AdvancedToken {
         }
         let id = self.user_id(username).await?;
         let found = self.db(|s| s.set_flag(&id, flag, on)).await;
-        self.forget_all();
+        self.forget_user(&id);
         match found? {
             true => Ok(()),
             false => Err(Error::UnknownUser(username.to_owned())),
@@ -91,7 +91,7 @@ impl AdvancedToken {
         self.builtin_only("delete_user")?;
         let id = self.builtin_id(username).await?;
         let found = self.db(|s| s.delete_user(id)).await;
-        self.forget_all();
+        self.forget_user(&UserId::Int(id));
         match found? {
             true => Ok(()),
             false => Err(Error::UnknownUser(username.to_owned())),

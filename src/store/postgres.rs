@@ -10,7 +10,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
-    failures, missing_counter, retry, AppTokenTuple, Failures, LoginRow, NewToken, Store,
+    failures, retry, AppTokenTuple, Failures, LogEntry, LoginRow, NewToken, Revoked, Store,
     TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
 };
 use crate::backend::UserId;
@@ -25,16 +25,20 @@ pub(crate) struct PgStore {
 
 type Q<'q> = Query<'q, Postgres, PgArguments>;
 
-const BUMP: &str = "UPDATE advanced_token_revocations SET counter = counter + 1 WHERE id = 1";
-
-/// Bumps the revocation counter inside `conn`'s transaction.
-async fn bump(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let n = conn.execute(BUMP).await?.rows_affected();
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(missing_counter())
-    }
+/// Records a revocation in the log, inside `conn`'s transaction: other
+/// instances drop just what it names from their caches.
+async fn log(conn: &mut PgConnection, r: Revoked<'_>) -> Result<(), sqlx::Error> {
+    let (user, digest) = r.parts();
+    sqlx::query(
+        "INSERT INTO advanced_token_revocation_log (user_id, digest, kind, revoked_at) \
+         VALUES ($1, $2, $3, CAST(EXTRACT(EPOCH FROM now()) AS BIGINT))",
+    )
+    .bind(user)
+    .bind(digest)
+    .bind(r.kind())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 struct PgMigrator(sqlx::pool::PoolConnection<sqlx::Postgres>);
@@ -160,7 +164,7 @@ impl PgStore {
             .await?
             .rows_affected();
         if evicted > 0 {
-            bump(conn).await?;
+            log(conn, Revoked::User(t.user_id)).await?;
         }
         Ok(evicted)
     }
@@ -185,7 +189,7 @@ impl PgStore {
         Ok(Some(evicted))
     }
 
-    /// Runs one revoking statement and bumps the counter, in a transaction.
+    /// Runs one revoking statement and logs the revocation, in a transaction.
     async fn revoking(&self, sql: &'static str, user: Option<&UserId>) -> Result<u64, sqlx::Error> {
         retry(|| async {
             let mut tx = self.pool.begin().await?;
@@ -194,7 +198,7 @@ impl PgStore {
                 None => sqlx::query(sql),
             };
             let n = query.execute(&mut *tx).await?.rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, user.map_or(Revoked::All, Revoked::User)).await?;
             tx.commit().await?;
             Ok(n)
         })
@@ -283,7 +287,7 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, Revoked::User(&UserId::Int(user_id))).await?;
             tx.commit().await?;
             Ok(Some(revoked))
         })
@@ -307,7 +311,7 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, Revoked::User(user_id)).await?;
             tx.commit().await?;
             Ok(found > 0)
         })
@@ -396,6 +400,7 @@ impl Store for PgStore {
     async fn rotate_token(
         &self,
         token_id: i64,
+        user_id: &UserId,
         old_digest: &str,
         new_digest: &str,
         now: i64,
@@ -416,7 +421,7 @@ impl Store for PgStore {
             .await?
             .rows_affected();
             if n == 1 {
-                bump(&mut tx).await?;
+                log(&mut tx, Revoked::Rotated(user_id, old_digest)).await?;
             }
             tx.commit().await?;
             Ok(n == 1)
@@ -459,17 +464,46 @@ impl Store for PgStore {
         Ok(rows.into_iter().map(TokenInfo::from).collect())
     }
 
-    async fn revocation_counter(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT counter FROM advanced_token_revocations WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
+    async fn revocations(&self, window: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, user_id, digest FROM advanced_token_revocation_log \
+             WHERE revoked_at >= CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) - $1",
+        )
+        .bind(window)
+        .fetch_all(&self.pool)
+        .await
     }
 
-    async fn bump_revocations(&self) -> Result<(), sqlx::Error> {
+    async fn prune_revocations(&self, keep: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM advanced_token_revocation_log WHERE revoked_at < CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) - $1",
+        )
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn user_changed(&self, user_id: &UserId) -> Result<(), sqlx::Error> {
         retry(|| async {
             let mut conn = self.pool.acquire().await?;
-            bump(&mut conn).await
+            log(&mut conn, Revoked::User(user_id)).await
         })
+        .await
+    }
+
+    async fn recent_rotations(
+        &self,
+        user_id: &UserId,
+        window: i64,
+    ) -> Result<(i64, Option<i64>, i64), sqlx::Error> {
+        sqlx::query_as(
+            "SELECT COUNT(*), MIN(revoked_at), CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) FROM advanced_token_revocation_log \
+             WHERE user_id = $1 AND kind = 'rotate' AND revoked_at > CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) - $2",
+        )
+        .bind(user_id.to_string())
+        .bind(window)
+        .fetch_one(&self.pool)
         .await
     }
 
