@@ -9,7 +9,7 @@ use rocket::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rocket::tokio::net::TcpStream;
 use serde_json::{json, Value};
 
-use crate::common::{Backend, TestDb};
+use crate::common::{Backend, OutputWithin, TestDb, PROCESS_DEADLINE};
 
 /// argon2id's memory per operation with the crate's parameters.
 const ARGON2_MIB: u64 = 19;
@@ -110,9 +110,13 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
 }
 
-#[rocket::async_test]
-async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
+    crate::common::run(login_flood_is_bounded_and_does_not_starve_guarded_requests_body())
+}
+
+async fn login_flood_is_bounded_and_does_not_starve_guarded_requests_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     let permits = 2u64;
     let settings =
         format!("{{hash_concurrency={permits},login_throttle=false,max_tokens_per_user=1000}}");
@@ -128,8 +132,7 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
             format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
         )
         .current_dir(tempfile::tempdir().unwrap().path())
-        .output()
-        .unwrap();
+        .output_within(PROCESS_DEADLINE);
     assert!(out.status.success());
     let creds = json!({"username": "alice", "password": "pw"});
     let wrong = json!({"username": "alice", "password": "nope"});

@@ -22,9 +22,13 @@ fn assert_fairing_failed(e: &rocket::Error) {
     }
 }
 
-#[rocket::async_test]
-async fn bad_config_aborts_launch() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn bad_config_aborts_launch() {
+    crate::common::run(bad_config_aborts_launch_body())
+}
+
+async fn bad_config_aborts_launch_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     let bad: [Value; 6] = [
         json!({"bearer_prefix": ""}),
         json!({"bearer_prefix": "To ken"}),
@@ -43,8 +47,12 @@ async fn bad_config_aborts_launch() {
         .unwrap();
 }
 
-#[rocket::async_test]
-async fn bad_database_config_aborts_launch() {
+#[test]
+fn bad_database_config_aborts_launch() {
+    crate::common::run(bad_database_config_aborts_launch_body())
+}
+
+async fn bad_database_config_aborts_launch_body() {
     let base = base_figment().merge(("log_level", "off"));
     // No database at all.
     assert_fairing_failed(
@@ -64,8 +72,12 @@ async fn bad_database_config_aborts_launch() {
     assert_fairing_failed(&launch_error(down).await);
 }
 
-#[rocket::async_test]
-async fn connect_errors_name_the_key_or_host_but_not_the_password() {
+#[test]
+fn connect_errors_name_the_key_or_host_but_not_the_password() {
+    crate::common::run(connect_errors_name_the_key_or_host_but_not_the_password_body())
+}
+
+async fn connect_errors_name_the_key_or_host_but_not_the_password_body() {
     let base = base_figment();
     let e = AdvancedToken::connect(&base.clone().merge(("databases.advanced_token", json!({}))))
         .await
@@ -96,8 +108,12 @@ fn guarded(user: AuthUser) -> String {
     user.username
 }
 
-#[rocket::async_test]
-async fn missing_fairing_is_caught_by_sentinels() {
+#[test]
+fn missing_fairing_is_caught_by_sentinels() {
+    crate::common::run(missing_fairing_is_caught_by_sentinels_body())
+}
+
+async fn missing_fairing_is_caught_by_sentinels_body() {
     let figment = base_figment().merge(("log_level", "off"));
     // The crate's routes alone.
     let rocket = rocket::custom(figment.clone()).mount("/auth", rocket_advanced_token::routes());

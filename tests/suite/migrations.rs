@@ -51,9 +51,7 @@ async fn both_orders(backend: Backend) {
     .unwrap();
 
     // The app's migrations first, then ours, then the app's again.
-    let Some(db) = TestDb::new(backend).await else {
-        return;
-    };
+    let db = TestDb::new(backend).await;
     app_migrations(dir.path(), &db).await;
     launch_and_use(&db).await;
     app_migrations(dir.path(), &db).await;
@@ -66,7 +64,7 @@ async fn both_orders(backend: Backend) {
     );
 
     // Ours first, then the app's, then ours again.
-    let db = TestDb::new(backend).await.unwrap();
+    let db = TestDb::new(backend).await;
     launch_and_use(&db).await;
     app_migrations(dir.path(), &db).await;
     launch_and_use(&db).await;
@@ -77,17 +75,23 @@ async fn both_orders(backend: Backend) {
     assert_eq!(db.count("advanced_token_migrations").await, ours as i64);
 }
 
-#[rocket::async_test]
-async fn coexist_with_app_migrations_sqlite() {
-    both_orders(Backend::Sqlite).await;
-}
+backend_test!(
+    Sqlite,
+    fn coexist_with_app_migrations_sqlite() {
+        both_orders(Backend::Sqlite).await;
+    }
+);
 
-#[rocket::async_test]
-async fn coexist_with_app_migrations_postgres() {
-    both_orders(Backend::Postgres).await;
-}
+backend_test!(
+    Postgres,
+    fn coexist_with_app_migrations_postgres() {
+        both_orders(Backend::Postgres).await;
+    }
+);
 
-#[rocket::async_test]
-async fn coexist_with_app_migrations_mysql() {
-    both_orders(Backend::MySql).await;
-}
+backend_test!(
+    MySql,
+    fn coexist_with_app_migrations_mysql() {
+        both_orders(Backend::MySql).await;
+    }
+);

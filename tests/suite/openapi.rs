@@ -88,8 +88,12 @@ fn statuses(doc: &Value, method: &str, path: &str) -> BTreeSet<u16> {
         .collect()
 }
 
-#[rocket::async_test]
-async fn the_document_describes_exactly_the_mounted_routes() {
+#[test]
+fn the_document_describes_exactly_the_mounted_routes() {
+    crate::common::run(the_document_describes_exactly_the_mounted_routes_body())
+}
+
+async fn the_document_describes_exactly_the_mounted_routes_body() {
     let dir = tempfile::tempdir().expect("temp dir");
     let client = demo_client(figment(&dir)).await;
     let doc = fetch_document(&client).await;
@@ -190,8 +194,12 @@ async fn the_document_describes_exactly_the_mounted_routes() {
     }
 }
 
-#[rocket::async_test]
-async fn the_document_names_the_configured_prefix() {
+#[test]
+fn the_document_names_the_configured_prefix() {
+    crate::common::run(the_document_names_the_configured_prefix_body())
+}
+
+async fn the_document_names_the_configured_prefix_body() {
     let dir = tempfile::tempdir().expect("temp dir");
     let client = demo_client(figment(&dir).merge(("advanced_token.bearer_prefix", "Bearer"))).await;
     let doc = fetch_document(&client).await;

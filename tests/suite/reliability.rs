@@ -120,9 +120,7 @@ fn via_proxy(url: &str, port: u16) -> (String, String) {
 }
 
 async fn outage(backend: Backend) {
-    let Some(mut db) = TestDb::new(backend).await else {
-        return;
-    };
+    let mut db = TestDb::new(backend).await;
     let default_port = if backend == Backend::Postgres {
         5432
     } else {
@@ -203,12 +201,16 @@ async fn outage(backend: Backend) {
     db.url = direct;
 }
 
-#[rocket::async_test]
-async fn outage_postgres() {
-    outage(Backend::Postgres).await;
-}
+backend_test!(
+    Postgres,
+    fn outage_postgres() {
+        outage(Backend::Postgres).await;
+    }
+);
 
-#[rocket::async_test]
-async fn outage_mysql() {
-    outage(Backend::MySql).await;
-}
+backend_test!(
+    MySql,
+    fn outage_mysql() {
+        outage(Backend::MySql).await;
+    }
+);
