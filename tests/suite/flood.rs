@@ -64,8 +64,26 @@ pub async fn start(db: &TestDb, settings: &str) -> Server {
     server
 }
 
-/// A minimal HTTP/1.1 request; returns the status and the body.
+/// How long one HTTP exchange with a test server may take.
+pub const HTTP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A minimal HTTP/1.1 request; returns the status and the body. Fails the
+/// test after [`HTTP_DEADLINE`] rather than hanging.
 pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String) {
+    rocket::tokio::time::timeout(HTTP_DEADLINE, http_exchange(port, method, path, auth, body))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{method} {path} on port {port}: no answer within {HTTP_DEADLINE:?}")
+        })
+}
+
+async fn http_exchange(
     port: u16,
     method: &str,
     path: &str,
