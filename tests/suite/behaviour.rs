@@ -98,6 +98,9 @@ pub async fn login_failures_are_indistinguishable(db: TestDb) {
         ("Alice", PW),
         ("ALICE", PW),
     ] {
+        // The same argon2 work for each: one verification (a dummy hash
+        // for an unknown user), as for a correct login.
+        let ops = at(&client).password_operations();
         let res = client
             .post("/auth/login/")
             .header(ContentType::JSON)
@@ -108,7 +111,19 @@ pub async fn login_failures_are_indistinguishable(db: TestDb) {
         assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Token"));
         assert_eq!(res.content_type(), Some(ContentType::JSON));
         replies.push(res.into_bytes().await.unwrap());
+        assert_eq!(
+            at(&client).password_operations() - ops,
+            1,
+            "argon2 operations for {user:?}"
+        );
     }
+    let ops = at(&client).password_operations();
+    login(&client, "alice", PW).await;
+    assert_eq!(
+        at(&client).password_operations() - ops,
+        1,
+        "a correct login"
+    );
     assert!(replies.windows(2).all(|w| w[0] == w[1]));
     let body: Value = serde_json::from_slice(&replies[0]).unwrap();
     assert_eq!(
@@ -198,26 +213,41 @@ pub async fn login_validates_its_body(db: TestDb) {
         assert_eq!(got_body, expected, "{:?}", String::from_utf8_lossy(body));
     }
 
-    // Malformed JSON, non-objects, bytes that are not UTF-8: 400 with JSON.
+    // Malformed JSON and bytes that are not UTF-8: 400 with DRF's
+    // "JSON parse error - ..." detail.
     for body in [
         &b"{"[..],
         b"not json",
-        b"[1,2]",
-        b"\"str\"",
-        b"42",
-        b"null",
         b"\xff\xfe{}",
         b"{\"username\": \"\xff\"}",
     ] {
         let (status, ct, body_v) = post(j(), body.to_vec()).await;
-        assert_eq!(
-            status,
-            Status::BadRequest,
-            "{:?}",
-            String::from_utf8_lossy(body)
-        );
+        let shown = String::from_utf8_lossy(body);
+        assert_eq!(status, Status::BadRequest, "{shown:?}");
         assert_eq!(ct, Some(ContentType::JSON));
-        assert!(body_v.is_object());
+        assert_eq!(body_v.as_object().unwrap().len(), 1, "{body_v}");
+        let detail = body_v["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.starts_with("JSON parse error - "),
+            "{shown:?}: {body_v}"
+        );
+    }
+    // Well-formed JSON that is not an object: DRF's non_field_errors.
+    for (body, kind) in [
+        (&b"[1,2]"[..], "list"),
+        (b"\"str\"", "str"),
+        (b"42", "int"),
+        (b"4.5", "float"),
+        (b"true", "bool"),
+        (b"null", "NoneType"),
+    ] {
+        let (status, ct, body_v) = post(j(), body.to_vec()).await;
+        assert_eq!(status, Status::BadRequest);
+        assert_eq!(ct, Some(ContentType::JSON));
+        assert_eq!(
+            body_v,
+            json!({"non_field_errors": [format!("Invalid data. Expected a dictionary, but got {kind}.")]})
+        );
     }
 
     // Other content types: 415 with a detail.
@@ -352,7 +382,10 @@ pub async fn logout_deletes_every_token_of_the_user(db: TestDb) {
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::Ok);
-    assert!(body_json(res).await["detail"].is_string());
+    assert_eq!(
+        body_json(res).await,
+        json!({"detail": "Logged out of every device."})
+    );
     assert_eq!(check(&client, &t1).await, Status::Unauthorized);
     assert_eq!(check(&client, &t2).await, Status::Unauthorized);
     assert_eq!(check(&client, &bob).await, Status::Ok);
@@ -600,12 +633,15 @@ pub async fn hostile_input_never_gets_a_5xx(db: TestDb) {
                 .header(Header::new("Authorization", h.clone()))
                 .dispatch()
                 .await;
+            let shown = format!("{method} {path} {}", &h[..h.len().min(40)]);
+            assert_eq!(res.status(), Status::Unauthorized, "{shown}");
+            assert_eq!(res.content_type(), Some(ContentType::JSON), "{shown}");
             assert!(
-                res.status().code < 500,
-                "{method} {path} {}",
-                &h[..h.len().min(40)]
+                res.headers().get_one("WWW-Authenticate").is_some(),
+                "{shown}"
             );
-            assert_eq!(res.status(), Status::Unauthorized);
+            let body = body_json(res).await;
+            assert!(body["detail"].is_string(), "{shown}: {body}");
         }
     }
     let bodies: [&[u8]; 5] = [
@@ -623,11 +659,27 @@ pub async fn hostile_input_never_gets_a_5xx(db: TestDb) {
         ] {
             let res = client
                 .post("/auth/login/")
-                .header(ct)
+                .header(ct.clone())
                 .body(body)
                 .dispatch()
                 .await;
-            assert!(res.status().code < 500);
+            // Bad bytes are a bad request; a body that parses but names no
+            // valid user is a failed login.
+            let shown = format!(
+                "{ct} {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
+            assert!(
+                [Status::BadRequest, Status::Unauthorized].contains(&res.status()),
+                "{shown}: {}",
+                res.status()
+            );
+            assert_eq!(res.content_type(), Some(ContentType::JSON), "{shown}");
+            let body = body_json(res).await;
+            assert!(
+                body.is_object() && !body.as_object().unwrap().is_empty(),
+                "{shown}: {body}"
+            );
         }
     }
     // The token still works after all that.
@@ -1311,8 +1363,18 @@ pub async fn throttling_per_ip(db: TestDb) {
         let (status, _, _) = login_as(&client, &format!("user{i}"), "x", Some("192.0.2.7")).await;
         assert_eq!(status, Status::Unauthorized);
     }
-    let (status, retry, _) = login_as(&client, "alice", PW, Some("192.0.2.7")).await;
+    let ops = at(&client).password_operations();
+    let (status, retry, body) = login_as(&client, "alice", PW, Some("192.0.2.7")).await;
     assert_eq!(status, Status::TooManyRequests);
+    assert_eq!(
+        at(&client).password_operations(),
+        ops,
+        "argon2 ran for a login throttled by IP"
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"detail": "Too many failed login attempts. Try again later."})
+    );
     assert!(retry.unwrap().parse::<u64>().unwrap() > 0);
     // Another client is unaffected.
     assert_eq!(
@@ -1516,4 +1578,117 @@ pub async fn postgres_notifies_revocations(db: TestDb) {
     let took = seconds_until_rejected(&a, &token).await;
     // The poll is 30 s: anything well under it is the notification.
     assert!(took < 10.0, "a NOTIFY-ed revocation took {took:.2}s");
+}
+
+/// With Rocket's `ip_header = false` (clients facing the app directly) an
+/// `X-Real-IP` header cannot dodge the per-IP limit: the peer address
+/// counts. (With the default, it names the client: `throttling_per_ip`.)
+pub async fn ip_header_false_stops_spoofing(db: TestDb) {
+    let figment = db
+        .figment(json!({"login_max_failures_per_ip": 3}))
+        .merge(("ip_header", false));
+    let client = Client::tracked(app(figment, None)).await.unwrap();
+    at(&client).create_user("alice", PW).await.unwrap();
+    let attempt = |user: String, pw: &'static str, spoof: String| {
+        let req = client
+            .post("/auth/login/")
+            .header(ContentType::JSON)
+            .header(Header::new("X-Real-IP", spoof))
+            .remote("192.0.2.50:4000".parse().unwrap())
+            .body(json!({"username": user, "password": pw}).to_string());
+        async move { req.dispatch().await.status() }
+    };
+    for i in 0..3 {
+        let status = attempt(format!("user{i}"), "x", format!("198.51.100.{i}")).await;
+        assert_eq!(status, Status::Unauthorized);
+    }
+    // A fresh X-Real-IP does not help: the peer is over its limit.
+    assert_eq!(
+        attempt("alice".into(), PW, "203.0.113.99".into()).await,
+        Status::TooManyRequests
+    );
+    // Another peer is unaffected.
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .remote("192.0.2.51:4000".parse().unwrap())
+        .body(json!({"username": "alice", "password": PW}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+}
+
+/// A handler's own 401 that carries `WWW-Authenticate` is left as it is by
+/// the response fairing; one without it (a guard failure) is rewritten.
+pub async fn own_401_with_www_authenticate_is_left_alone(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    for auth_header in [None, Some(auth(&token))] {
+        let mut req = client.get("/api/own401");
+        if let Some(h) = auth_header {
+            req = req.header(h);
+        }
+        let res = req.dispatch().await;
+        assert_eq!(res.status(), Status::Unauthorized);
+        assert_eq!(
+            res.headers().get_one("WWW-Authenticate"),
+            Some("Basic realm=\"app\"")
+        );
+        assert_eq!(res.content_type(), Some(ContentType::Plain));
+        assert_eq!(res.into_string().await.unwrap(), "the handler's own 401");
+    }
+    // The guard's failure in an app handler gets the DRF body and header.
+    let res = client.get("/api/hello/").dispatch().await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Token"));
+    assert_eq!(
+        body_json(res).await,
+        json!({"detail": "Authentication credentials were not provided."})
+    );
+}
+
+/// `token_cache_capacity` bounds the cache: with room for 5, after 40
+/// tokens have been verified and their rows deleted behind the cache's
+/// back, at most 5 are still served (moka evicts during later calls, so
+/// keep asking until the bound shows, with a deadline). With room for all,
+/// all 40 are.
+pub async fn token_cache_capacity_bounds_the_cache(db: TestDb) {
+    let capacity = 5;
+    let mut served_by = Vec::new();
+    for cap in [capacity, 1000] {
+        let client = client(
+            &db,
+            json!({"token_cache_capacity": cap, "token_cache_poll": 60.0, "max_tokens_per_user": 1000}),
+        )
+        .await;
+        if at(&client).list_users().await.unwrap().is_empty() {
+            at(&client).create_user("alice", PW).await.unwrap();
+        }
+        let mut tokens = Vec::new();
+        for _ in 0..40 {
+            let t = at(&client).login("alice", PW).await.unwrap();
+            assert_eq!(check(&client, &t).await, Status::Ok);
+            tokens.push(t);
+        }
+        db.exec("DELETE FROM advanced_token_tokens").await;
+        let started = std::time::Instant::now();
+        let served = loop {
+            let mut served = 0;
+            for t in &tokens {
+                if check(&client, t).await == Status::Ok {
+                    served += 1;
+                }
+            }
+            if served <= capacity || started.elapsed() > std::time::Duration::from_secs(10) {
+                break served;
+            }
+            rocket::tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        served_by.push(served);
+    }
+    assert!(
+        served_by[0] <= capacity,
+        "capacity {capacity}: {} of 40 deleted tokens still served",
+        served_by[0]
+    );
+    assert_eq!(served_by[1], 40, "capacity 1000 keeps every token");
 }

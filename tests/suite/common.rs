@@ -486,6 +486,22 @@ fn twice(a: Result<AuthUser, Error>, b: Result<AuthUser, Error>) -> Json<Value> 
     Json(json!([show(a), show(b)]))
 }
 
+/// A handler that answers 401 itself, with its own `WWW-Authenticate`.
+#[derive(rocket::Responder)]
+#[response(status = 401, content_type = "plain")]
+struct Own401 {
+    body: &'static str,
+    challenge: Header<'static>,
+}
+
+#[get("/own401")]
+fn own401(_user: Option<AuthUser>) -> Own401 {
+    Own401 {
+        body: "the handler's own 401",
+        challenge: Header::new("WWW-Authenticate", "Basic realm=\"app\""),
+    }
+}
+
 /// The app under test: the fairing, the routes at /auth, and guarded
 /// handlers at /api.
 pub fn app(figment: Figment, clock: Option<&FakeClock>) -> Rocket<Build> {
@@ -495,7 +511,7 @@ pub fn app(figment: Figment, clock: Option<&FakeClock>) -> Rocket<Build> {
     };
     fairing
         .mount("/auth", rocket_advanced_token::routes())
-        .mount("/api", routes![hello, maybe, twice])
+        .mount("/api", routes![hello, maybe, twice, own401])
 }
 
 /// A client on a fresh app over `db`, with `settings` as the

@@ -104,6 +104,9 @@ macro_rules! all_behaviour_tests {
             throttling_holds_across_instances,
             cached_tokens_honour_revocations,
             cache_respects_expiry_and_skips_the_database,
+            ip_header_false_stops_spoofing,
+            own_401_with_www_authenticate_is_left_alone,
+            token_cache_capacity_bounds_the_cache,
         );
     };
 }
