@@ -95,3 +95,71 @@ backend_test!(
         both_orders(Backend::MySql).await;
     }
 );
+
+/// Several processes migrating one fresh database at the same moment (a
+/// rolling deploy): every one succeeds and each migration is applied once.
+async fn concurrent_processes(backend: Backend) {
+    use crate::common::{wait_with_deadline, PROCESS_DEADLINE};
+    use std::process::{Command, Stdio};
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_advanced-token"))
+                .args(["list-users", "--json"])
+                .current_dir(dir.path())
+                .env(
+                    "ROCKET_DATABASES",
+                    format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
+                )
+                .env("ROCKET_LOG_LEVEL", "critical")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start advanced-token")
+        })
+        .collect();
+    let outputs = rocket::tokio::task::spawn_blocking(move || {
+        children
+            .into_iter()
+            .map(|c| wait_with_deadline(c, PROCESS_DEADLINE))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for out in outputs {
+        assert!(
+            out.status.success(),
+            "a concurrent migration failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    }
+    let ours = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+        .unwrap()
+        .count();
+    assert_eq!(db.count("advanced_token_migrations").await, ours as i64);
+    launch_and_use(&db).await;
+}
+
+backend_test!(
+    Sqlite,
+    fn concurrent_migrations_sqlite() {
+        concurrent_processes(Backend::Sqlite).await;
+    }
+);
+
+backend_test!(
+    Postgres,
+    fn concurrent_migrations_postgres() {
+        concurrent_processes(Backend::Postgres).await;
+    }
+);
+
+backend_test!(
+    MySql,
+    fn concurrent_migrations_mysql() {
+        concurrent_processes(Backend::MySql).await;
+    }
+);
