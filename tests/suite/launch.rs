@@ -113,18 +113,70 @@ fn missing_fairing_is_caught_by_sentinels() {
     crate::common::run(missing_fairing_is_caught_by_sentinels_body())
 }
 
+/// Launches without the fairing and checks the abort: the crate's routes
+/// alone, and the guard in an app's own handler.
 async fn missing_fairing_is_caught_by_sentinels_body() {
-    let figment = base_figment().merge(("log_level", "off"));
-    // The crate's routes alone.
+    // Rocket's logger is global to the process: log only when run alone as
+    // the child of `missing_fairing_message_says_what_to_do`.
+    let child = std::env::var_os("ADVTOK_LOG_CHILD").is_some();
+    let figment = base_figment()
+        .merge(("log_level", if child { "normal" } else { "off" }))
+        .merge(("cli_colors", false));
     let rocket = rocket::custom(figment.clone()).mount("/auth", rocket_advanced_token::routes());
     match Client::tracked(rocket).await {
-        Err(e) => assert!(matches!(e.kind(), ErrorKind::SentinelAborts(_)), "{e:?}"),
+        Err(e) => match e.kind() {
+            ErrorKind::SentinelAborts(sentries) => assert!(
+                sentries
+                    .iter()
+                    .any(|s| s.type_name.contains("rocket_advanced_token")),
+                "{sentries:?}"
+            ),
+            other => panic!("unexpected launch error: {other:?}"),
+        },
         Ok(_) => panic!("launch without the fairing should abort"),
     }
-    // The guard in an app's own handler.
     let rocket = rocket::custom(figment).mount("/", routes![guarded]);
     match Client::tracked(rocket).await {
-        Err(e) => assert!(matches!(e.kind(), ErrorKind::SentinelAborts(_)), "{e:?}"),
+        Err(e) => match e.kind() {
+            ErrorKind::SentinelAborts(sentries) => {
+                let s = sentries
+                    .iter()
+                    .find(|s| s.type_name.ends_with("AuthUser"))
+                    .unwrap_or_else(|| panic!("{sentries:?}"));
+                assert!(s.location.0.ends_with("launch.rs"), "{:?}", s.location);
+            }
+            other => panic!("unexpected launch error: {other:?}"),
+        },
         Ok(_) => panic!("launch without the fairing should abort"),
     }
+}
+
+/// The message the abort logs. Rocket's logger is global to a process, so
+/// the test above runs again in a child process of this test binary, alone
+/// and with its output to the pipe, and the message is read from there.
+#[test]
+fn missing_fairing_message_says_what_to_do() {
+    use crate::common::{OutputWithin, PROCESS_DEADLINE};
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "launch::missing_fairing_is_caught_by_sentinels",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ADVTOK_LOG_CHILD", "1")
+        .output_within(PROCESS_DEADLINE);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+    assert!(
+        text.contains(
+            "its fairing is not attached: add `.attach(rocket_advanced_token::AdvancedToken::fairing())`"
+        ),
+        "{text}"
+    );
 }
