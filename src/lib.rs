@@ -119,6 +119,7 @@
 //! * Login answers identically, after the same argon2 work, for unknown
 //!   users, wrong passwords and inactive users.
 //! * The login body is capped at `body_limit` (4 KiB by default).
+//! * Token responses (login, rotation) carry `Cache-Control: no-store`.
 //! * Failed logins are throttled per username and per client IP (429 with
 //!   `Retry-After`, before any argon2 work); the counts live in the
 //!   database, so the limits hold across instances. Behind no proxy, set

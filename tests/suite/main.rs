@@ -14,6 +14,7 @@ mod launch;
 mod migrations;
 mod openapi;
 mod reliability;
+mod security;
 
 /// Instantiates each named behaviour test for one backend.
 macro_rules! suite {
