@@ -1,8 +1,12 @@
 //! The login body: a username and password from a JSON, form-urlencoded or
 //! multipart body, validated the way DRF's `AuthTokenSerializer` does.
 
-use rocket::data::{self, Data, FromData};
+use std::time::Duration;
+
+use rocket::data::{self, ByteUnit, Data, FromData, ToByteUnit};
 use rocket::request::Request;
+use rocket::tokio::io::AsyncReadExt;
+use rocket::tokio::time::timeout;
 use serde_json::Value;
 
 use crate::config::Config;
@@ -145,16 +149,40 @@ impl Credentials {
     }
 }
 
+/// Reads the body, at most `limit` bytes within `within`.
+///
+/// * Not complete within `within`: [`Error::RequestTimeout`] (408), so a
+///   client that sends headers and then trickles its body cannot hold the
+///   connection.
+/// * Over `limit`: [`Error::PayloadTooLarge`] (413).
+async fn read_body(data: Data<'_>, limit: ByteUnit, within: Duration) -> Result<Vec<u8>, Error> {
+    let max = limit.as_u64();
+    let mut stream = data.open(limit + 1.bytes());
+    let mut bytes = Vec::new();
+    let mut head = (&mut stream).take(max + 1);
+    match timeout(within, head.read_to_end(&mut bytes)).await {
+        Err(_) => return Err(Error::RequestTimeout),
+        Ok(Err(e)) => {
+            return Err(Error::BadRequest(format!(
+                "Could not read the request body: {e}"
+            )))
+        }
+        Ok(Ok(_)) if bytes.len() as u64 <= max => return Ok(bytes),
+        Ok(Ok(_)) => {}
+    }
+    Err(Error::PayloadTooLarge)
+}
+
 #[rocket::async_trait]
 impl<'r> FromData<'r> for Credentials {
     type Error = Error;
 
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
         let fail = |e: Error| data::Outcome::Error((e.status(), e));
-        let limit = req
-            .rocket()
-            .state::<Config>()
-            .map_or_else(|| Config::default().body_limit, |c| c.body_limit);
+        let (limit, body_timeout) = req.rocket().state::<Config>().map_or_else(
+            || (Config::default().body_limit, Config::default().body_timeout),
+            |c| (c.body_limit, c.body_timeout),
+        );
 
         enum Kind {
             Json,
@@ -184,14 +212,9 @@ impl<'r> FromData<'r> for Credentials {
             Some(ct) => return fail(Error::UnsupportedMediaType(ct.media_type().to_string())),
         };
 
-        let bytes = match data.open(limit).into_bytes().await {
-            Ok(b) if b.is_complete() => b.into_inner(),
-            Ok(_) => return fail(Error::PayloadTooLarge),
-            Err(e) => {
-                return fail(Error::BadRequest(format!(
-                    "Could not read the request body: {e}"
-                )))
-            }
+        let bytes = match read_body(data, limit, Duration::from_secs_f64(body_timeout)).await {
+            Ok(b) => b,
+            Err(e) => return fail(e),
         };
 
         let parsed = match kind {

@@ -53,6 +53,9 @@ pub enum Error {
     UnsupportedMediaType(String),
     /// The request body is larger than `advanced_token.body_limit` (413).
     PayloadTooLarge,
+    /// The request body did not arrive within `advanced_token.body_timeout`
+    /// (408).
+    RequestTimeout,
     /// The path does not answer this method (405).
     MethodNotAllowed,
     /// Token rotation is switched off by `allow_rotation = false` (405).
@@ -123,6 +126,7 @@ impl Error {
             }
             Error::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Error::PayloadTooLarge => Status::PayloadTooLarge,
+            Error::RequestTimeout => Status::RequestTimeout,
             Error::MethodNotAllowed
             | Error::RotationDisabled
             | Error::RotationLocked
@@ -227,6 +231,7 @@ impl fmt::Display for Error {
                 write!(f, "Unsupported media type \"{ct}\" in request.")
             }
             Error::PayloadTooLarge => f.write_str("Request body is too large."),
+            Error::RequestTimeout => f.write_str("Timed out reading the request body."),
             Error::MethodNotAllowed => f.write_str("Method not allowed."),
             Error::RotationDisabled => f.write_str("Token rotation is disabled."),
             Error::RotationLocked => f.write_str("Token rotation is locked for this user."),
