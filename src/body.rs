@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rocket::data::{self, ByteUnit, Data, FromData, ToByteUnit};
 use rocket::request::Request;
-use rocket::tokio::io::AsyncReadExt;
+use rocket::tokio::io::{self, AsyncReadExt};
 use rocket::tokio::time::timeout;
 use serde_json::Value;
 
@@ -149,15 +149,25 @@ impl Credentials {
     }
 }
 
+/// The most of an oversized body read and thrown away before answering 413,
+/// and the longest time spent on it.
+const DRAIN_BYTES: u64 = 8 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
 /// Reads the body, at most `limit` bytes within `within`.
 ///
 /// * Not complete within `within`: [`Error::RequestTimeout`] (408), so a
 ///   client that sends headers and then trickles its body cannot hold the
 ///   connection.
-/// * Over `limit`: [`Error::PayloadTooLarge`] (413).
+/// * Over `limit`: [`Error::PayloadTooLarge`] (413), but only after reading
+///   and discarding the rest of the body (up to [`DRAIN_BYTES`] within
+///   [`DRAIN_TIME`]). Answering at once left unread data in the server's
+///   socket when hyper closed it, so the kernel sent a reset that destroyed
+///   the 413 before clients that write their whole body before reading
+///   (Python's http.client, requests) could read it.
 async fn read_body(data: Data<'_>, limit: ByteUnit, within: Duration) -> Result<Vec<u8>, Error> {
     let max = limit.as_u64();
-    let mut stream = data.open(limit + 1.bytes());
+    let mut stream = data.open(limit + DRAIN_BYTES.bytes());
     let mut bytes = Vec::new();
     let mut head = (&mut stream).take(max + 1);
     match timeout(within, head.read_to_end(&mut bytes)).await {
@@ -170,6 +180,8 @@ async fn read_body(data: Data<'_>, limit: ByteUnit, within: Duration) -> Result<
         Ok(Ok(_)) if bytes.len() as u64 <= max => return Ok(bytes),
         Ok(Ok(_)) => {}
     }
+    // Over the limit: drain what is left, within bounds, then refuse.
+    let _ = timeout(DRAIN_TIME, io::copy(&mut stream, &mut io::sink())).await;
     Err(Error::PayloadTooLarge)
 }
 

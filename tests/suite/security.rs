@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rocket::http::{ContentType, Status};
 use rocket::tokio::io::{AsyncReadExt, AsyncWriteExt};
-use rocket::tokio::net::TcpStream;
+use rocket::tokio::net::{TcpSocket, TcpStream};
 use rocket::tokio::time::timeout;
 use serde_json::{json, Value};
 
@@ -116,4 +116,46 @@ async fn an_incomplete_login_body_times_out() {
         body,
         json!({"detail": "Timed out reading the request body."})
     );
+}
+
+/// A 3 MiB form body, written in full before the client reads (as Python's
+/// http.client does), reads a 413 every time instead of a reset.
+#[rocket::async_test]
+async fn an_oversized_body_written_in_full_reads_413() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let server = start(&db, "{}").await;
+    let body = vec![b'a'; 3 << 20];
+    for i in 0..20 {
+        // A small send buffer, so that most of the body can only leave once
+        // the server reads it (on loopback the kernel would otherwise take
+        // all 3 MiB at once, hiding a server that stopped reading).
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(16 << 10).unwrap();
+        let mut stream = socket
+            .connect(([127, 0, 0, 1], server.port).into())
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /auth/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let written = stream.write_all(&body).await;
+        assert!(
+            written.is_ok(),
+            "attempt {i}: writing the body: {written:?}"
+        );
+        let mut raw = Vec::new();
+        let read = stream.read_to_end(&mut raw).await;
+        assert!(read.is_ok(), "attempt {i}: reading the answer: {read:?}");
+        let (status, body) = parse_answer(&raw);
+        assert_eq!(
+            status,
+            413,
+            "attempt {i}: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        assert_eq!(body, json!({"detail": "Request body is too large."}));
+    }
 }
