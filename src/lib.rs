@@ -125,7 +125,9 @@
 //! * Failed logins are throttled per username and per client IP (429 with
 //!   `Retry-After`, before any argon2 work); the counts live in the
 //!   database, so the limits hold across instances. Behind no proxy, set
-//!   Rocket's `ip_header = false` so clients cannot choose their IP.
+//!   Rocket's `ip_header = false` so clients cannot choose their IP (the
+//!   crate warns at launch when `ip_header` is left at its default on a
+//!   non-loopback address). IPv6 clients are counted per /64.
 //!
 //! # Several instances and the token cache
 //!

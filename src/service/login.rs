@@ -50,7 +50,7 @@ impl AdvancedToken {
         }
         let keys = Keys {
             user: token::digest(username),
-            ip: ip.map(|ip| ip.to_canonical().to_string()),
+            ip: ip.map(super::ip::throttle_key),
         };
         self.throttled_login(&keys, username, password).await
     }

@@ -7,6 +7,7 @@ use rocket::http::{ContentType, Status};
 use rocket::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rocket::tokio::net::{TcpSocket, TcpStream};
 use rocket::tokio::time::timeout;
+use rocket_advanced_token::Error;
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -37,6 +38,7 @@ macro_rules! all_security_tests {
     ($backend:ident) => {
         security_suite!($backend:
             token_responses_are_not_stored,
+            ipv6_clients_are_throttled_per_64,
         );
     };
 }
@@ -76,6 +78,41 @@ pub async fn token_responses_are_not_stored(db: TestDb) {
     assert_eq!(res.status(), Status::Ok);
     assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
     assert_eq!(res.headers().get_one("Pragma"), Some("no-cache"));
+}
+
+/// IPv6 clients are counted per /64 (one subscriber's usual allocation);
+/// IPv4-mapped IPv6 counts as IPv4.
+pub async fn ipv6_clients_are_throttled_per_64(db: TestDb) {
+    let client = client(&db, json!({"login_max_failures_per_ip": 2})).await;
+    let at = at(&client);
+    at.create_user("alice", PW).await.unwrap();
+    let ip = |s: &str| Some(s.parse().unwrap());
+    // Two failures from two addresses of one /64, for different usernames.
+    for (name, addr) in [("u1", "2001:db8:1:2::1"), ("u2", "2001:db8:1:2::2")] {
+        let e = at.login_from(name, "x", ip(addr)).await.unwrap_err();
+        assert!(matches!(e, Error::LoginFailed), "{e:?}");
+    }
+    // A third address of that /64 is throttled, even with the right password.
+    let e = at
+        .login_from("alice", PW, ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Throttled(_)), "{e:?}");
+    // The next /64 is not.
+    assert!(at
+        .login_from("alice", PW, ip("2001:db8:1:3::1"))
+        .await
+        .is_ok());
+    // IPv4 and its IPv4-mapped form share one budget.
+    for addr in ["192.0.2.1", "::ffff:192.0.2.1"] {
+        let e = at.login_from("u3", "x", ip(addr)).await.unwrap_err();
+        assert!(matches!(e, Error::LoginFailed), "{e:?}");
+    }
+    let e = at
+        .login_from("alice", PW, ip("192.0.2.1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Throttled(_)), "{e:?}");
 }
 
 /// A raw HTTP answer's status, and its body as JSON when it parses.
