@@ -40,6 +40,15 @@ fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
+/// The one normalisation of a username the crate applies before looking it
+/// up, in the login route and in [`AdvancedToken::login()`](crate::AdvancedToken::login)
+/// alike: surrounding whitespace is removed, as DRF's `AuthTokenSerializer`
+/// does (`CharField(trim_whitespace=True)`, i.e. Python's `str.strip()`).
+/// Stored usernames never hold whitespace, so nothing else can match.
+pub(crate) fn normalize_username(username: &str) -> &str {
+    username.trim_matches(is_py_space)
+}
+
 impl Credentials {
     /// DRF's field checks: required, not null, a string, not blank. The
     /// username is trimmed (DRF's `CharField` default); the password is not
@@ -52,7 +61,7 @@ impl Credentials {
                 Field::NotString => Err(NOT_STRING),
                 Field::Text(s) => {
                     let s = if trim {
-                        s.trim_matches(is_py_space).to_owned()
+                        normalize_username(&s).to_owned()
                     } else {
                         s
                     };

@@ -127,7 +127,8 @@
 //!   database, so the limits hold across instances. Behind no proxy, set
 //!   Rocket's `ip_header = false` so clients cannot choose their IP (the
 //!   crate warns at launch when `ip_header` is left at its default on a
-//!   non-loopback address). IPv6 clients are counted per /64.
+//!   non-loopback address). IPv6 clients are counted per /64. Usernames
+//!   are trimmed before lookup and counting, as DRF's serializer does.
 //!
 //! # Several instances and the token cache
 //!

@@ -28,7 +28,9 @@ impl AdvancedToken {
     /// logout, up to `max_tokens_per_user`.
     ///
     /// Unknown user, wrong password and inactive user all give
-    /// [`Error::LoginFailed`], after the same argon2 work. With
+    /// [`Error::LoginFailed`], after the same argon2 work. Surrounding
+    /// whitespace is trimmed from the username first, as DRF's login
+    /// serializer does. With
     /// `login_throttle` on, failures are counted per username and the call
     /// gives [`Error::Throttled`] past the limit; use
     /// [`AdvancedToken::login_from()`] to count per client IP as well.
@@ -45,6 +47,9 @@ impl AdvancedToken {
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<String, Error> {
+        // As DRF's serializer does; so the lookup and the throttle key see
+        // the same name, whatever the database's collation pads.
+        let username = crate::body::normalize_username(username);
         if !self.config().login_throttle {
             return self.check_password_and_issue(username, password).await;
         }

@@ -49,6 +49,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0004_revocation_notify.sql"),
         mysql: include_str!("../../migrations/mysql/0004_revocation_notify.sql"),
     },
+    Migration {
+        version: 5,
+        description: "username no pad",
+        sqlite: include_str!("../../migrations/sqlite/0005_username_no_pad.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_username_no_pad.sql"),
+        mysql: include_str!("../../migrations/mysql/0005_username_no_pad.sql"),
+    },
 ];
 
 /// How long a process waits for another one's migrations before giving up.

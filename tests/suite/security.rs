@@ -38,6 +38,7 @@ macro_rules! all_security_tests {
     ($backend:ident) => {
         security_suite!($backend:
             token_responses_are_not_stored,
+            padded_usernames_share_the_throttle,
             ipv6_clients_are_throttled_per_64,
         );
     };
@@ -78,6 +79,35 @@ pub async fn token_responses_are_not_stored(db: TestDb) {
     assert_eq!(res.status(), Status::Ok);
     assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
     assert_eq!(res.headers().get_one("Pragma"), Some("no-cache"));
+}
+
+/// Usernames are normalised once, in the core: `login()` trims them as DRF's
+/// serializer does, so `"frank "` counts against `frank`'s throttle budget
+/// on every backend; and on MySQL/MariaDB the column no longer pads, so the
+/// database itself does not find `frank` for `"frank "`.
+pub async fn padded_usernames_share_the_throttle(db: TestDb) {
+    let client = client(&db, json!({"login_max_failures": 2})).await;
+    let at = at(&client);
+    at.create_user("frank", PW).await.unwrap();
+    for _ in 0..2 {
+        let e = at.login("frank", "wrong").await.unwrap_err();
+        assert!(matches!(e, Error::LoginFailed), "{e:?}");
+    }
+    // frank is locked: a padded name gets no fresh budget.
+    for padded in ["frank ", "frank  ", " frank"] {
+        let e = at.login(padded, PW).await.unwrap_err();
+        assert!(matches!(e, Error::Throttled(_)), "{padded:?}: {e:?}");
+    }
+    let found = db
+        .query_strings("SELECT username FROM advanced_token_users WHERE username = 'frank '")
+        .await;
+    assert!(found.is_empty(), "{found:?}");
+    // Trimmed, as in DRF: a padded name logs in as its user.
+    at.create_user("grace", PW).await.unwrap();
+    assert!(at.login(" grace\t", PW).await.is_ok());
+    // Two users differing only by a trailing space cannot both be created
+    // (no stored username holds whitespace), so the unique index is safe.
+    assert!(at.create_user("frank ", PW).await.is_err());
 }
 
 /// IPv6 clients are counted per /64 (one subscriber's usual allocation);
