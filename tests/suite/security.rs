@@ -1,6 +1,7 @@
 //! Regression tests for the security review (issue 12): each test here
 //! failed on the code before its fix.
 
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rocket::http::{ContentType, Status};
@@ -225,4 +226,55 @@ async fn an_oversized_body_written_in_full_reads_413() {
         );
         assert_eq!(body, json!({"detail": "Request body is too large."}));
     }
+}
+
+/// `--password-env VAR` reads the password from the environment, keeping it
+/// out of argv; `--help` says to prefer `--password-stdin`.
+#[rocket::async_test]
+async fn the_cli_takes_a_password_from_the_environment() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_advanced-token"))
+            .args(args)
+            .current_dir(dir.path())
+            .env(
+                "ROCKET_DATABASES",
+                format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
+            )
+            .env("ROCKET_LOG_LEVEL", "critical")
+            .env("SECRET_PW", "from the environment")
+            .env_remove("UNSET_PW")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["create-user", "alice", "--password-env", "SECRET_PW"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["create-user", "bob", "--password-env", "UNSET_PW"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNSET_PW"));
+    let out = run(&[
+        "create-user",
+        "carol",
+        "--password-env",
+        "SECRET_PW",
+        "--password",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "the sources exclude each other");
+    let help = run(&["create-user", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--password-env"), "{help}");
+    assert!(help.contains("prefer --password-stdin"), "{help}");
+
+    let client = client(&db, json!({})).await;
+    assert!(at(&client)
+        .login("alice", "from the environment")
+        .await
+        .is_ok());
 }
