@@ -56,6 +56,10 @@ pub enum Error {
     /// The request body did not arrive within `advanced_token.body_timeout`
     /// (408).
     RequestTimeout,
+    /// Too many password checks for one username are already waiting for
+    /// or running argon2 (429, `Retry-After: 1`): one account cannot fill
+    /// the hashing queue.
+    HashQueueFull,
     /// The path does not answer this method (405).
     MethodNotAllowed,
     /// Token rotation is switched off by `allow_rotation = false` (405).
@@ -127,6 +131,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Error::PayloadTooLarge => Status::PayloadTooLarge,
             Error::RequestTimeout => Status::RequestTimeout,
+            Error::HashQueueFull => Status::TooManyRequests,
             Error::MethodNotAllowed
             | Error::RotationDisabled
             | Error::RotationLocked
@@ -232,6 +237,9 @@ impl fmt::Display for Error {
             }
             Error::PayloadTooLarge => f.write_str("Request body is too large."),
             Error::RequestTimeout => f.write_str("Timed out reading the request body."),
+            Error::HashQueueFull => {
+                f.write_str("Too many login attempts under way for this user. Try again later.")
+            }
             Error::MethodNotAllowed => f.write_str("Method not allowed."),
             Error::RotationDisabled => f.write_str("Token rotation is disabled."),
             Error::RotationLocked => f.write_str("Token rotation is locked for this user."),
@@ -274,8 +282,14 @@ impl<'r> Responder<'r, 'static> for Error {
         if self.is_unauthorized() {
             res.header(www_authenticate(req));
         }
-        if let Error::Throttled(secs) = self {
-            res.header(Header::new("Retry-After", secs.max(1).to_string()));
+        match self {
+            Error::Throttled(secs) => {
+                res.header(Header::new("Retry-After", secs.max(1).to_string()));
+            }
+            Error::HashQueueFull => {
+                res.header(Header::new("Retry-After", "1"));
+            }
+            _ => {}
         }
         res.ok()
     }

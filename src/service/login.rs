@@ -166,7 +166,7 @@ impl AdvancedToken {
         let ok = self
             .inner
             .hasher
-            .verify(password.to_owned(), hash.clone())
+            .verify_as(&token::digest(username), password.to_owned(), hash.clone())
             .await?;
         match (id, hash) {
             // Issued only if the user still has the hash just verified and
