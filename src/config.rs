@@ -431,5 +431,11 @@ mod tests {
         assert_eq!(c.body_limit, 8.kibibytes());
         assert_eq!(c.token_ttl, Some(120));
         assert_eq!(c.token_max_lifetime, Some(600));
+        // Whole and fractional seconds alike.
+        let c = from_toml("[advanced_token]\nbody_timeout = 2").unwrap();
+        assert_eq!(c.body_timeout, 2.0);
+        let c = from_toml("[advanced_token]\nbody_timeout = 0.5").unwrap();
+        assert_eq!(c.body_timeout, 0.5);
+        assert_eq!(Config::default().body_timeout, 5.0);
     }
 }
