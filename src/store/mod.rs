@@ -159,6 +159,23 @@ pub(crate) struct Failures {
     pub oldest: Option<i64>,
 }
 
+/// A user's and an IP's login attempts in the throttling window: failed
+/// (or under way) per username and per IP, and successful per username.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub user: Failures,
+    pub ip: Failures,
+    pub logins: Failures,
+}
+
+/// The rows a login attempt recorded before its password check (so that an
+/// attempt is counted even if the check's outcome could not be written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    pub user_row: i64,
+    pub ip_row: Option<i64>,
+}
+
 /// A user flag an administrator sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UserFlag {
@@ -310,35 +327,40 @@ pub(crate) trait Store: Send + Sync + 'static {
         window: i64,
     ) -> Result<(i64, Option<i64>, i64), sqlx::Error>;
 
-    /// Failures since `since` for a username digest and a client IP.
-    async fn login_failures(
-        &self,
-        user: &str,
-        ip: &str,
-        since: i64,
-    ) -> Result<(Failures, Failures), sqlx::Error>;
-    /// Records one failed login for a username digest and, if known, an IP.
+    /// Attempts since `since` for a username digest and a client IP.
+    async fn login_failures(&self, user: &str, ip: &str, since: i64)
+        -> Result<Counts, sqlx::Error>;
+    /// Records a login attempt as failed, for a username digest and, if
+    /// known, an IP, before its password is checked.
     async fn record_login_failure(
         &self,
         user: &str,
         ip: Option<&str>,
         now: i64,
+    ) -> Result<Attempt, sqlx::Error>;
+    /// The attempt succeeded: deletes its rows and the user's earlier
+    /// failures, and records a successful login.
+    async fn login_succeeded(
+        &self,
+        user: &str,
+        attempt: Attempt,
+        now: i64,
     ) -> Result<(), sqlx::Error>;
-    /// Forgets a username's failures (after a successful login).
+    /// Forgets a username's failed and successful logins (a lockout reset).
     async fn clear_user_failures(&self, user: &str) -> Result<(), sqlx::Error>;
     /// Deletes failures that have left every window.
     async fn prune_login_failures(&self, before: i64) -> Result<u64, sqlx::Error>;
 }
 
 /// The counts of a `login_failures` query, `(scope, count, oldest)` per row.
-pub(crate) fn failures(rows: Vec<(String, i64, Option<i64>)>) -> (Failures, Failures) {
-    let mut out = (Failures::default(), Failures::default());
+pub(crate) fn failures(rows: Vec<(String, i64, Option<i64>)>) -> Counts {
+    let mut out = Counts::default();
     for (scope, count, oldest) in rows {
         let f = Failures { count, oldest };
-        if scope == "user" {
-            out.0 = f;
-        } else {
-            out.1 = f;
+        match scope.as_str() {
+            "user" => out.user = f,
+            "ip" => out.ip = f,
+            _ => out.logins = f,
         }
     }
     out

@@ -10,7 +10,7 @@ use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
-    failures, retry, AppTokenTuple, Failures, LogEntry, LoginRow, NewToken, Revoked, Store,
+    failures, retry, AppTokenTuple, Attempt, Counts, LogEntry, LoginRow, NewToken, Revoked, Store,
     TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
 };
 use crate::backend::UserId;
@@ -39,6 +39,25 @@ async fn log(conn: &mut MySqlConnection, r: Revoked<'_>) -> Result<(), sqlx::Err
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Inserts one row of the login failures table; returns its id.
+async fn failure_row(
+    conn: &mut MySqlConnection,
+    scope: &str,
+    subject: &str,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+         VALUES (?, ?, ?)",
+    )
+    .bind(scope)
+    .bind(subject)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.last_insert_id() as i64)
 }
 
 struct MySqlMigrator(sqlx::pool::PoolConnection<sqlx::MySql>);
@@ -529,10 +548,10 @@ impl Store for MySqlStore {
         user: &str,
         ip: &str,
         since: i64,
-    ) -> Result<(Failures, Failures), sqlx::Error> {
+    ) -> Result<Counts, sqlx::Error> {
         let rows = sqlx::query_as(
             "SELECT scope, COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
-             WHERE ((scope = 'user' AND subject = ?) OR (scope = 'ip' AND subject = ?)) \
+             WHERE ((scope IN ('user', 'login') AND subject = ?) OR (scope = 'ip' AND subject = ?)) \
              AND failed_at > ? GROUP BY scope",
         )
         .bind(user)
@@ -548,33 +567,54 @@ impl Store for MySqlStore {
         user: &str,
         ip: Option<&str>,
         now: i64,
+    ) -> Result<Attempt, sqlx::Error> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let user_row = failure_row(&mut tx, "user", user, now).await?;
+            let ip_row = match ip {
+                Some(ip) => Some(failure_row(&mut tx, "ip", ip, now).await?),
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(Attempt { user_row, ip_row })
+        })
+        .await
+    }
+
+    async fn login_succeeded(
+        &self,
+        user: &str,
+        attempt: Attempt,
+        now: i64,
     ) -> Result<(), sqlx::Error> {
         retry(|| async {
-            let query = match ip {
-                Some(ip) => sqlx::query(
-                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                     VALUES ('user', ?, ?), ('ip', ?, ?)",
-                )
-                .bind(user)
-                .bind(now)
-                .bind(ip)
-                .bind(now),
-                None => sqlx::query(
-                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                     VALUES ('user', ?, ?)",
-                )
-                .bind(user)
-                .bind(now),
-            };
-            query.execute(&self.pool).await
+            let mut tx = self.pool.begin().await?;
+            // The user's failures up to and including this attempt's own
+            // row; attempts still under way keep theirs.
+            sqlx::query(
+                "DELETE FROM advanced_token_login_failures \
+                 WHERE scope = 'user' AND subject = ? AND id <= ?",
+            )
+            .bind(user)
+            .bind(attempt.user_row)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(ip_row) = attempt.ip_row {
+                sqlx::query("DELETE FROM advanced_token_login_failures WHERE id = ?")
+                    .bind(ip_row)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            failure_row(&mut tx, "login", user, now).await?;
+            tx.commit().await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn clear_user_failures(&self, user: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "DELETE FROM advanced_token_login_failures WHERE scope = 'user' AND subject = ?",
+            "DELETE FROM advanced_token_login_failures \
+             WHERE scope IN ('user', 'login') AND subject = ?",
         )
         .bind(user)
         .execute(&self.pool)

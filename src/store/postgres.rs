@@ -10,7 +10,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
-    failures, retry, AppTokenTuple, Failures, LogEntry, LoginRow, NewToken, Revoked, Store,
+    failures, retry, AppTokenTuple, Attempt, Counts, LogEntry, LoginRow, NewToken, Revoked, Store,
     TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
 };
 use crate::backend::UserId;
@@ -39,6 +39,24 @@ async fn log(conn: &mut PgConnection, r: Revoked<'_>) -> Result<(), sqlx::Error>
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Inserts one row of the login failures table; returns its id.
+async fn failure_row(
+    conn: &mut PgConnection,
+    scope: &str,
+    subject: &str,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+         VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(scope)
+    .bind(subject)
+    .bind(now)
+    .fetch_one(conn)
+    .await
 }
 
 struct PgMigrator(sqlx::pool::PoolConnection<sqlx::Postgres>);
@@ -512,10 +530,10 @@ impl Store for PgStore {
         user: &str,
         ip: &str,
         since: i64,
-    ) -> Result<(Failures, Failures), sqlx::Error> {
+    ) -> Result<Counts, sqlx::Error> {
         let rows = sqlx::query_as(
             "SELECT scope, COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
-             WHERE ((scope = 'user' AND subject = $1) OR (scope = 'ip' AND subject = $2)) \
+             WHERE ((scope IN ('user', 'login') AND subject = $1) OR (scope = 'ip' AND subject = $2)) \
              AND failed_at > $3 GROUP BY scope",
         )
         .bind(user)
@@ -531,32 +549,54 @@ impl Store for PgStore {
         user: &str,
         ip: Option<&str>,
         now: i64,
+    ) -> Result<Attempt, sqlx::Error> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let user_row = failure_row(&mut tx, "user", user, now).await?;
+            let ip_row = match ip {
+                Some(ip) => Some(failure_row(&mut tx, "ip", ip, now).await?),
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(Attempt { user_row, ip_row })
+        })
+        .await
+    }
+
+    async fn login_succeeded(
+        &self,
+        user: &str,
+        attempt: Attempt,
+        now: i64,
     ) -> Result<(), sqlx::Error> {
         retry(|| async {
-            let query = match ip {
-                Some(ip) => sqlx::query(
-                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                     VALUES ('user', $1, $3), ('ip', $2, $3)",
-                )
-                .bind(user)
-                .bind(ip)
-                .bind(now),
-                None => sqlx::query(
-                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                     VALUES ('user', $1, $2)",
-                )
-                .bind(user)
-                .bind(now),
-            };
-            query.execute(&self.pool).await
+            let mut tx = self.pool.begin().await?;
+            // The user's failures up to and including this attempt's own
+            // row; attempts still under way keep theirs.
+            sqlx::query(
+                "DELETE FROM advanced_token_login_failures \
+                 WHERE scope = 'user' AND subject = $1 AND id <= $2",
+            )
+            .bind(user)
+            .bind(attempt.user_row)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(ip_row) = attempt.ip_row {
+                sqlx::query("DELETE FROM advanced_token_login_failures WHERE id = $1")
+                    .bind(ip_row)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            failure_row(&mut tx, "login", user, now).await?;
+            tx.commit().await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn clear_user_failures(&self, user: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "DELETE FROM advanced_token_login_failures WHERE scope = 'user' AND subject = $1",
+            "DELETE FROM advanced_token_login_failures \
+             WHERE scope IN ('user', 'login') AND subject = $1",
         )
         .bind(user)
         .execute(&self.pool)

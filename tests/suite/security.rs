@@ -40,6 +40,8 @@ macro_rules! all_security_tests {
             a_login_racing_delete_user_is_a_401,
             rotation_keeps_the_lifetime_of_the_first_login,
             rotations_are_rate_limited_per_user,
+            an_attempt_that_cannot_be_recorded_runs_no_argon2,
+            successful_logins_are_capped_per_account,
         );
     };
 }
@@ -282,7 +284,7 @@ async fn the_cli_takes_a_password_from_the_environment() {
 // ----- logins racing administrative changes ---------------------------------
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rocket_advanced_token::AdvancedToken;
 
@@ -533,4 +535,66 @@ pub async fn refused_connections_answer_503(db: TestDb) {
         check(&client, &token).await == Status::Ok
     })
     .await;
+}
+
+/// Issue 12, item 6: the attempt is counted before the password check, so
+/// one whose record cannot be written is refused without argon2 (no free
+/// guess). Another connection holds a write lock on the failures table.
+pub async fn an_attempt_that_cannot_be_recorded_runs_no_argon2(db: TestDb) {
+    let figment = db
+        .figment(json!({}))
+        .merge(("databases.advanced_token.connect_timeout", 1));
+    let client = rocket::local::asynchronous::Client::tracked(app(figment, None))
+        .await
+        .unwrap();
+    at(&client).create_user("alice", PW).await.unwrap();
+    let lock = match db.backend {
+        Backend::Sqlite => "BEGIN EXCLUSIVE",
+        Backend::Postgres => "LOCK TABLE advanced_token_login_failures IN EXCLUSIVE MODE",
+        Backend::MySql => "LOCK TABLES advanced_token_login_failures READ",
+    };
+    let holder = db.hold(lock).await;
+    let before = at(&client).password_operations();
+    for _ in 0..3 {
+        let (status, _) = login_raw(&client, "alice", "a wrong guess").await;
+        assert_eq!(status, Status::ServiceUnavailable);
+    }
+    assert_eq!(
+        at(&client).password_operations(),
+        before,
+        "argon2 ran for attempts that could not be counted"
+    );
+    drop(holder);
+    wait_until(
+        "the table is writable again",
+        Duration::from_secs(20),
+        || async { login_raw(&client, "alice", PW).await.0 == Status::Ok },
+    )
+    .await;
+}
+
+/// Issue 12, item 11: successful logins are capped per account.
+pub async fn successful_logins_are_capped_per_account(db: TestDb) {
+    let client = client(&db, json!({"login_max_successes": 3})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    at(&client).create_user("bob", PW).await.unwrap();
+    for _ in 0..3 {
+        login(&client, "alice", PW).await;
+    }
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .body(json!({"username": "alice", "password": PW}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+    assert!(res.headers().get_one("Retry-After").is_some());
+    assert_eq!(
+        body_json(res).await,
+        json!({"detail": "Too many logins. Try again later."})
+    );
+    login(&client, "bob", PW).await;
+    // An administrator's reset lifts it.
+    at(&client).reset_throttle("alice").await.unwrap();
+    login(&client, "alice", PW).await;
 }
