@@ -140,8 +140,8 @@
 // The layers, bottom up: configuration and errors; tokens, password
 // hashing and the login body; the pool and the store (one file per
 // backend); the token cache; the service (login, tokens, users, background
-// tasks); then Rocket's side (guard, fairing, routes) and the binary's
-// (command line, demo).
+// tasks); the Django import (on the service); then Rocket's side (guard,
+// fairing, routes) and the binary's (command line, demo).
 mod backend;
 mod body;
 mod cache;
@@ -154,6 +154,7 @@ mod error;
 mod fairing;
 mod guard;
 mod hashes;
+mod import;
 mod password;
 mod pool;
 mod routes;
@@ -169,6 +170,7 @@ pub use crate::config::{Config, IdType, UsersTable};
 pub use crate::demo::demo;
 pub use crate::error::Error;
 pub use crate::fairing::TokenFairing;
+pub use crate::import::{ImportOptions, ImportProgress, ImportReport, Skipped, Tally};
 pub use crate::pool::DbPool;
 pub use crate::routes::routes;
 pub use crate::service::{AdvancedToken, AuthUser};
@@ -187,7 +189,7 @@ pub mod __bench {
         crate::token::digest(token)
     }
 
-    /// Whether a token has the shape the crate issues.
+    /// Whether a token has a shape a stored token can have.
     pub fn well_formed(token: &str) -> bool {
         crate::token::well_formed(token)
     }

@@ -77,6 +77,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         mysql: include_str!("../../migrations/mysql/0004_revocation_notify.sql"),
     },
     Migration {
+        version: 5,
+        users: Users::Builtin,
+        description: "imported keys",
+        sqlite: include_str!("../../migrations/sqlite/0005_imported_keys.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_imported_keys.sql"),
+        mysql: include_str!("../../migrations/mysql/0005_imported_keys.sql"),
+    },
+    Migration {
         version: 101,
         users: Users::App,
         description: "tokens of the app's users",
