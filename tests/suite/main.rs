@@ -8,6 +8,7 @@
 mod behaviour;
 mod cli;
 mod common;
+mod django;
 mod flood;
 mod instances;
 mod launch;
