@@ -3,7 +3,6 @@
 //! streams of rows (never loaded whole). Opened read-only where the backend
 //! allows it (SQLite); only `SELECT`s are sent.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use rocket::futures::stream::BoxStream;
@@ -126,7 +125,8 @@ impl Source {
         match Backend::of_url(url) {
             #[cfg(feature = "sqlite")]
             Some(Backend::Sqlite) => {
-                let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                let opts = url
+                    .parse::<sqlx::sqlite::SqliteConnectOptions>()
                     .map_err(fail)?
                     .read_only(true);
                 let pool = pool_options().connect_with(opts).await.map_err(fail)?;

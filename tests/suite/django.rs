@@ -520,6 +520,11 @@ async fn django_auth_user_as_the_apps_users_table() {
         username_of(&client, token).await,
         (Status::Ok, json!({"username": "alice"}))
     );
+    // The login upgraded Django's column in place (see the README).
+    let rows = django
+        .query_strings("SELECT password FROM auth_user WHERE username = 'alice'")
+        .await;
+    assert!(rows[0][0].as_deref().unwrap().starts_with("$argon2id$"));
     let (status, _) = login_raw(&client, "gina", LETMEIN).await;
     assert_eq!(status, Status::Unauthorized, "inactive in auth_user");
     let (status, _) = login_raw(&client, "frank", "password").await;
