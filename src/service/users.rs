@@ -26,6 +26,15 @@ impl AdvancedToken {
             .ok_or_else(|| Error::UsernameTaken(username.to_owned()))
     }
 
+    /// The argon2id hash (a PHC string) of `password`, as the crate stores
+    /// it: for an app that keeps its users in its own table (signup,
+    /// password change). The password must pass the same checks as
+    /// [`AdvancedToken::create_user`]'s.
+    pub async fn hash_password(&self, password: &str) -> Result<String, Error> {
+        validate_password(password)?;
+        self.inner.hasher.hash(password.to_owned()).await
+    }
+
     /// Sets a user's password and revokes all of the user's tokens (a
     /// password change logs the user out everywhere). Returns how many
     /// tokens were revoked.
@@ -35,7 +44,7 @@ impl AdvancedToken {
         let id = self.builtin_id(username).await?;
         let hash = self.inner.hasher.hash(password.to_owned()).await?;
         let revoked = self.db(|s| s.set_password(id, &hash)).await;
-        self.forget_all();
+        self.forget_user(&UserId::Int(id));
         revoked?.ok_or_else(|| Error::UnknownUser(username.to_owned()))
     }
 
@@ -70,7 +79,7 @@ impl AdvancedToken {
         }
         let id = self.user_id(username).await?;
         let found = self.db(|s| s.set_flag(&id, flag, on)).await;
-        self.forget_all();
+        self.forget_user(&id);
         match found? {
             true => Ok(()),
             false => Err(Error::UnknownUser(username.to_owned())),
@@ -82,7 +91,7 @@ impl AdvancedToken {
         self.builtin_only("delete_user")?;
         let id = self.builtin_id(username).await?;
         let found = self.db(|s| s.delete_user(id)).await;
-        self.forget_all();
+        self.forget_user(&UserId::Int(id));
         match found? {
             true => Ok(()),
             false => Err(Error::UnknownUser(username.to_owned())),

@@ -10,8 +10,8 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
-    failures, missing_counter, plan, retry, token_seen_before, token_stored, AppTokenTuple,
-    ExistingUser, Failures, Import, ImportMode, ImportUser, LoginRow, NewToken, Outcome, Store,
+    failures, plan, retry, token_seen_before, token_stored, AppTokenTuple, ExistingUser, Failures,
+    Import, ImportMode, ImportUser, LogEntry, LoginRow, NewToken, Outcome, Revoked, Store,
     TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserOutcome, UserTuple,
 };
 use crate::backend::UserId;
@@ -26,16 +26,20 @@ pub(crate) struct PgStore {
 
 type Q<'q> = Query<'q, Postgres, PgArguments>;
 
-const BUMP: &str = "UPDATE advanced_token_revocations SET counter = counter + 1 WHERE id = 1";
-
-/// Bumps the revocation counter inside `conn`'s transaction.
-async fn bump(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let n = conn.execute(BUMP).await?.rows_affected();
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(missing_counter())
-    }
+/// Records a revocation in the log, inside `conn`'s transaction: other
+/// instances drop just what it names from their caches.
+async fn log(conn: &mut PgConnection, r: Revoked<'_>) -> Result<(), sqlx::Error> {
+    let (user, digest) = r.parts();
+    sqlx::query(
+        "INSERT INTO advanced_token_revocation_log (user_id, digest, kind, revoked_at) \
+         VALUES ($1, $2, $3, CAST(EXTRACT(EPOCH FROM now()) AS BIGINT))",
+    )
+    .bind(user)
+    .bind(digest)
+    .bind(r.kind())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 struct PgMigrator(sqlx::pool::PoolConnection<sqlx::Postgres>);
@@ -161,7 +165,7 @@ impl PgStore {
             .await?
             .rows_affected();
         if evicted > 0 {
-            bump(conn).await?;
+            log(conn, Revoked::User(t.user_id)).await?;
         }
         Ok(evicted)
     }
@@ -186,7 +190,7 @@ impl PgStore {
         Ok(Some(evicted))
     }
 
-    /// Runs one revoking statement and bumps the counter, in a transaction.
+    /// Runs one revoking statement and logs the revocation, in a transaction.
     async fn revoking(&self, sql: &'static str, user: Option<&UserId>) -> Result<u64, sqlx::Error> {
         retry(|| async {
             let mut tx = self.pool.begin().await?;
@@ -195,7 +199,7 @@ impl PgStore {
                 None => sqlx::query(sql),
             };
             let n = query.execute(&mut *tx).await?.rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, user.map_or(Revoked::All, Revoked::User)).await?;
             tx.commit().await?;
             Ok(n)
         })
@@ -284,7 +288,7 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, Revoked::User(&UserId::Int(user_id))).await?;
             tx.commit().await?;
             Ok(Some(revoked))
         })
@@ -308,7 +312,7 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, Revoked::User(user_id)).await?;
             tx.commit().await?;
             Ok(found > 0)
         })
@@ -397,6 +401,7 @@ impl Store for PgStore {
     async fn rotate_token(
         &self,
         token_id: i64,
+        user_id: &UserId,
         old_digest: &str,
         new_digest: &str,
         now: i64,
@@ -417,7 +422,7 @@ impl Store for PgStore {
             .await?
             .rows_affected();
             if n == 1 {
-                bump(&mut tx).await?;
+                log(&mut tx, Revoked::Rotated(user_id, old_digest)).await?;
             }
             tx.commit().await?;
             Ok(n == 1)
@@ -460,17 +465,46 @@ impl Store for PgStore {
         Ok(rows.into_iter().map(TokenInfo::from).collect())
     }
 
-    async fn revocation_counter(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT counter FROM advanced_token_revocations WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
+    async fn revocations(&self, window: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, user_id, digest FROM advanced_token_revocation_log \
+             WHERE revoked_at >= CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) - $1",
+        )
+        .bind(window)
+        .fetch_all(&self.pool)
+        .await
     }
 
-    async fn bump_revocations(&self) -> Result<(), sqlx::Error> {
+    async fn prune_revocations(&self, keep: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM advanced_token_revocation_log WHERE revoked_at < CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) - $1",
+        )
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn user_changed(&self, user_id: &UserId) -> Result<(), sqlx::Error> {
         retry(|| async {
             let mut conn = self.pool.acquire().await?;
-            bump(&mut conn).await
+            log(&mut conn, Revoked::User(user_id)).await
         })
+        .await
+    }
+
+    async fn recent_rotations(
+        &self,
+        user_id: &UserId,
+        window: i64,
+    ) -> Result<(i64, Option<i64>, i64), sqlx::Error> {
+        sqlx::query_as(
+            "SELECT COUNT(*), MIN(revoked_at), CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) FROM advanced_token_revocation_log \
+             WHERE user_id = $1 AND kind = 'rotate' AND revoked_at > CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) - $2",
+        )
+        .bind(user_id.to_string())
+        .bind(window)
+        .fetch_one(&self.pool)
         .await
     }
 
@@ -543,13 +577,13 @@ impl Store for PgStore {
 /// The channel on which revocations are announced (migration 4's trigger).
 pub(crate) const REVOCATION_CHANNEL: &str = "advanced_token_revocations";
 
-/// Writes one user of an import in the batch's transaction; also says
-/// whether the change revokes (the caller bumps the counter once).
+/// Writes one user of an import in the batch's transaction; also gives the
+/// user's id if the change revokes (the caller logs the revocation).
 async fn import_one(
     conn: &mut PgConnection,
     u: &ImportUser,
     mode: ImportMode,
-) -> Result<(UserOutcome, bool), sqlx::Error> {
+) -> Result<(UserOutcome, Option<i64>), sqlx::Error> {
     let existing: Option<ExistingUser> = sqlx::query_as(
         "SELECT id, password_hash, is_active, rotation_locked FROM advanced_token_users \
          WHERE username = $1 FOR UPDATE",
@@ -566,7 +600,7 @@ async fn import_one(
                 token,
                 lock: p.lock,
             };
-            return Ok((out, false));
+            return Ok((out, None));
         }
         (Outcome::Unchanged, Some(row)) => row.0,
         _ => upsert_user(conn, u).await?,
@@ -587,7 +621,7 @@ async fn import_one(
             token,
             lock: p.lock,
         },
-        p.revoking,
+        p.revoking.then_some(id),
     ))
 }
 
@@ -658,14 +692,12 @@ impl PgStore {
     ) -> Result<Vec<UserOutcome>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(batch.len());
-        let mut revoking = false;
         for u in batch {
-            let (outcome, revokes) = import_one(&mut tx, u, mode).await?;
+            let (outcome, revoked) = import_one(&mut tx, u, mode).await?;
             out.push(outcome);
-            revoking |= revokes;
-        }
-        if revoking {
-            bump(&mut tx).await?;
+            if let Some(id) = revoked {
+                log(&mut tx, Revoked::User(&UserId::Int(id))).await?;
+            }
         }
         if mode.dry_run {
             tx.rollback().await?;

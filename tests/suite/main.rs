@@ -15,6 +15,7 @@ mod launch;
 mod migrations;
 mod openapi;
 mod reliability;
+mod scale_out;
 
 /// Instantiates each named behaviour test for one backend.
 macro_rules! suite {
