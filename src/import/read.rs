@@ -37,6 +37,7 @@ struct Dialect {
 
 /// Django's SQLite backend stores datetimes as ISO text, in UTC when
 /// `USE_TZ` is on (the default).
+#[cfg(feature = "sqlite")]
 const SQLITE: Dialect = Dialect {
     active: "CAST(u.is_active AS INTEGER)",
     joined: "CAST(strftime('%s', u.date_joined) AS INTEGER)",
@@ -46,6 +47,7 @@ const SQLITE: Dialect = Dialect {
 };
 
 /// `timestamp with time zone` columns.
+#[cfg(feature = "postgres")]
 const POSTGRES: Dialect = Dialect {
     active: "CAST(CAST(u.is_active AS INTEGER) AS BIGINT)",
     joined: "CAST(FLOOR(EXTRACT(EPOCH FROM u.date_joined)) AS BIGINT)",
@@ -56,6 +58,7 @@ const POSTGRES: Dialect = Dialect {
 
 /// `datetime(6)` columns holding UTC (Django with `USE_TZ`); counted from
 /// the epoch without the session's time zone.
+#[cfg(feature = "mysql")]
 const MYSQL: Dialect = Dialect {
     active: "CAST(u.is_active AS SIGNED)",
     joined: "TIMESTAMPDIFF(SECOND, '1970-01-01 00:00:00', u.date_joined)",

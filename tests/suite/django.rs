@@ -542,3 +542,52 @@ async fn django_auth_user_as_the_apps_users_table() {
         run.stderr
     );
 }
+
+/// An import that fails half way keeps the batches it committed, leaves no
+/// half-imported user (a user without the token that came with it), and a
+/// second run finishes the job.
+#[rocket::async_test]
+async fn an_interrupted_import_leaves_no_half_imported_user() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let django = TestDb::new(Backend::Sqlite).await.unwrap();
+    build_django(&django).await;
+    handle(&db).await.close().await;
+    // frank's token cannot be written: his batch (erin, frank) fails after
+    // both users' rows went in.
+    db.exec(&format!(
+        "CREATE TRIGGER fail_frank BEFORE INSERT ON advanced_token_tokens \
+         WHEN NEW.digest = '{}' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        sha256_hex(FRANK_KEY)
+    ))
+    .await;
+    let at = handle(&db).await;
+    let options = ImportOptions::default().batch_size(2);
+    let err = at
+        .import_django(&django.url, options.clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("database"), "{err}");
+    let names = |rows: Vec<Vec<Option<String>>>| -> Vec<String> {
+        rows.into_iter().map(|r| r[0].clone().unwrap()).collect()
+    };
+    let users = db
+        .query_strings("SELECT username FROM advanced_token_users ORDER BY username")
+        .await;
+    assert_eq!(names(users), ["alice", "bob", "carol", "dave"]);
+    assert_eq!(db.count("advanced_token_tokens").await, 2);
+    db.exec("DROP TRIGGER fail_frank").await;
+    let report = at.import_django(&django.url, options).await.unwrap();
+    assert_eq!(
+        (report.users.imported, report.users.unchanged),
+        (3, 4),
+        "{report}"
+    );
+    assert_eq!(
+        (report.tokens.imported, report.tokens.unchanged),
+        (2, 2),
+        "{report}"
+    );
+    assert_eq!(db.count("advanced_token_users").await, 7);
+    assert_eq!(db.count("advanced_token_tokens").await, 4);
+    at.close().await;
+}
