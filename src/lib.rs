@@ -105,6 +105,17 @@
 //! token header. Token string should not contain spaces.`, `Invalid token.`,
 //! `User inactive or deleted.`, and `Token has expired.`.
 //!
+//! # Coming from Django REST Framework
+//!
+//! [`AdvancedToken::import_django()`] (the `advanced-token import-django
+//! URL` command) copies a Django database's users, password hashes, DRF
+//! tokens (as digests) and the drf_advanced_token package's rotation locks
+//! into the crate's tables: users keep their passwords (Django's hash
+//! formats verify, and are re-hashed with argon2id on the first login) and
+//! clients keep their keys (40 hex or a UUID, under the same
+//! `Authorization: Token` header). Safe to run again; see the README's
+//! "Coming from Django REST Framework".
+//!
 //! # Security notes
 //!
 //! * Tokens: 32 bytes from the OS CSPRNG, hex-encoded. The database holds
