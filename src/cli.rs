@@ -107,6 +107,9 @@ enum Command {
         /// another hash (revoking their tokens), instead of skipping them.
         #[arg(long)]
         overwrite: bool,
+        /// Users written per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch_size: u32,
     },
 }
 
@@ -222,7 +225,15 @@ async fn run_admin(at: &AdvancedToken, command: Command) -> Result<(), Error> {
             url,
             dry_run,
             overwrite,
-        } => import_django(at, &url, dry_run, overwrite).await,
+            batch_size,
+        } => {
+            let options = crate::ImportOptions::default()
+                .dry_run(dry_run)
+                .overwrite(overwrite)
+                .batch_size(batch_size as usize)
+                .progress(progress_reporter());
+            import_django(at, &url, options).await
+        }
         command => change(at, command).await.map(say),
     }
 }
@@ -360,13 +371,8 @@ fn progress_reporter() -> impl Fn(u64, u64) + Send + Sync + 'static {
 async fn import_django(
     at: &AdvancedToken,
     url: &str,
-    dry_run: bool,
-    overwrite: bool,
+    options: crate::ImportOptions,
 ) -> Result<(), Error> {
-    let options = crate::ImportOptions::default()
-        .dry_run(dry_run)
-        .overwrite(overwrite)
-        .progress(progress_reporter());
     let report = at.import_django(url, options).await?;
     say(report);
     Ok(())

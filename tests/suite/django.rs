@@ -213,7 +213,14 @@ async fn put_token(client: &Client, token: &str) -> (Status, Value) {
 
 /// The first import: counts, digests only, dates.
 async fn first_import(db: &TestDb, django: &TestDb) {
-    let dry = cli(db, "{}", &["import-django", &django.url, "--dry-run"]);
+    let args = [
+        "import-django",
+        &django.url,
+        "--dry-run",
+        "--batch-size",
+        "3",
+    ];
+    let dry = cli(db, "{}", &args);
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert!(
         dry.stdout.contains("Dry run: nothing was written"),
