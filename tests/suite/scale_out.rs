@@ -459,7 +459,9 @@ mod galera {
         for u in ["alice", "r1", "r2", "r3"] {
             cli_ok(&db.urls[0], &["create-user", u, "--password", "pw"]);
         }
-        let servers = one_per_node(&db, SETTINGS).await;
+        // Rotations in a tight loop: past the default per-user rate limit.
+        let settings = SETTINGS.replace('}', ",rotation_max_per_minute=100000}");
+        let servers = one_per_node(&db, &settings).await;
         let stop = Arc::new(AtomicBool::new(false));
         let rotators: Vec<_> = servers
             .iter()
