@@ -32,7 +32,9 @@ impl AdvancedToken {
     /// logout, up to `max_tokens_per_user`.
     ///
     /// Unknown user, wrong password and inactive user all give
-    /// [`Error::LoginFailed`], after the same argon2 work. With
+    /// [`Error::LoginFailed`], after the same argon2 work. Surrounding
+    /// whitespace is trimmed from the username first, as DRF's login
+    /// serializer does. With
     /// `login_throttle` on, failures are counted per username and the call
     /// gives [`Error::Throttled`] past the limit; use
     /// [`AdvancedToken::login_from()`] to count per client IP as well.
@@ -49,12 +51,15 @@ impl AdvancedToken {
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<String, Error> {
+        // As DRF's serializer does; so the lookup and the throttle key see
+        // the same name, whatever the database's collation pads.
+        let username = crate::body::normalize_username(username);
         if !self.config().login_throttle {
             return self.check_password_and_issue(username, password).await;
         }
         let keys = Keys {
             user: token::digest(username),
-            ip: ip.map(|ip| ip.to_canonical().to_string()),
+            ip: ip.map(super::ip::throttle_key),
         };
         self.throttled_login(&keys, username, password).await
     }
@@ -179,7 +184,7 @@ impl AdvancedToken {
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let hasher = &self.inner.hasher;
         let (ok, upgrade) = hasher
-            .verify_and_check_upgrade(password.to_owned(), stored)
+            .verify_as(&token::digest(username), password.to_owned(), stored)
             .await?;
         let Some(user) = user.filter(|u| ok && u.is_active) else {
             return Err(Error::LoginFailed);

@@ -20,6 +20,7 @@ use crate::password::Hasher;
 use crate::pool::{redact_url, Backend, DbPool};
 use crate::store::Store;
 
+mod ip;
 mod login;
 mod sync;
 mod throttle;

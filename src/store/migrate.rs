@@ -79,10 +79,10 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 5,
         users: Users::Builtin,
-        description: "imported keys",
-        sqlite: include_str!("../../migrations/sqlite/0005_imported_keys.sql"),
-        postgres: include_str!("../../migrations/postgres/0005_imported_keys.sql"),
-        mysql: include_str!("../../migrations/mysql/0005_imported_keys.sql"),
+        description: "username no pad",
+        sqlite: include_str!("../../migrations/sqlite/0005_username_no_pad.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_username_no_pad.sql"),
+        mysql: include_str!("../../migrations/mysql/0005_username_no_pad.sql"),
     },
     Migration {
         version: 6,
@@ -91,6 +91,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_revocation_log.sql"),
         postgres: include_str!("../../migrations/postgres/0006_revocation_log.sql"),
         mysql: include_str!("../../migrations/mysql/0006_revocation_log.sql"),
+    },
+    Migration {
+        version: 7,
+        users: Users::Builtin,
+        description: "imported keys",
+        sqlite: include_str!("../../migrations/sqlite/0007_imported_keys.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_imported_keys.sql"),
+        mysql: include_str!("../../migrations/mysql/0007_imported_keys.sql"),
     },
     Migration {
         version: 101,

@@ -65,6 +65,7 @@ mod openapi;
 mod own_users;
 mod reliability;
 mod scale_out;
+mod security;
 
 /// The list of behaviour tests, written once.
 macro_rules! all_behaviour_tests {
