@@ -142,11 +142,12 @@
 // backend); the token cache; the service (login, tokens, users, background
 // tasks); then Rocket's side (guard, fairing, routes) and the binary's
 // (command line, demo).
+mod audit;
 mod backend;
 mod body;
 mod cache;
 #[cfg(feature = "cli")]
-mod cli;
+pub mod cli;
 mod config;
 #[cfg(feature = "cli")]
 mod demo;
@@ -161,6 +162,7 @@ mod service;
 mod store;
 mod token;
 
+pub use crate::audit::{AuditEvent, AuditKind, AUDIT_TARGET};
 pub use crate::backend::{AppUser, LoginUser, UserBackend, UserId};
 #[cfg(feature = "cli")]
 pub use crate::cli::run as run_cli;
@@ -171,7 +173,7 @@ pub use crate::error::Error;
 pub use crate::fairing::TokenFairing;
 pub use crate::pool::DbPool;
 pub use crate::routes::routes;
-pub use crate::service::{AdvancedToken, AuthUser};
+pub use crate::service::{AdvancedToken, AuthUser, Session, User};
 pub use crate::store::{TokenInfo, UserInfo};
 pub use crate::token::parse_authorization;
 

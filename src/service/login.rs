@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::backend::{LoginUser, UserBackend, UserId};
 use crate::error::Error;
 use crate::token;
@@ -17,6 +18,15 @@ pub(super) const MAX_USERNAME_CHARS: usize = 150;
 /// The longest login name looked up in the app's users table (an email
 /// address is at most 320 characters).
 const MAX_LOGIN_CHARS: usize = 320;
+
+/// What a successful password check leads to.
+#[derive(Clone, Copy)]
+enum Then {
+    /// A login: issue a token.
+    Issue,
+    /// [`AdvancedToken::verify_password`]: nothing.
+    Nothing,
+}
 
 /// Where a login attempt comes from, for throttling.
 struct Keys {
@@ -49,14 +59,94 @@ impl AdvancedToken {
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<String, Error> {
+        let result = self.attempt(username, password, ip, Then::Issue).await;
+        let event = match &result {
+            Ok((id, _)) => {
+                AuditEvent::new(AuditKind::LoginSucceeded).user(Some(id), Some(username))
+            }
+            Err(Error::LoginFailed) => {
+                AuditEvent::new(AuditKind::LoginFailed).user(None, Some(username))
+            }
+            Err(Error::Throttled(_)) => {
+                AuditEvent::new(AuditKind::LoginThrottled).user(None, Some(username))
+            }
+            Err(_) => return result.map(|r| r.1),
+        };
+        self.audit(event.token(None, ip));
+        result.map(|r| r.1)
+    }
+
+    /// Whether `password` is `username`'s password, without issuing a token:
+    /// e.g. to confirm the password before a sensitive change. `false` for a
+    /// wrong password, an unknown or an inactive user (after the same
+    /// argon2 work). It counts against the same login throttle as
+    /// [`AdvancedToken::login()`] (a wrong password is a failure; past the
+    /// limit it gives [`Error::Throttled`] without checking), but it is
+    /// never [`Error::LoginFailed`].
+    ///
+    /// ```rust,no_run
+    /// # async fn f(at: &rocket_advanced_token::AdvancedToken) -> Result<(), rocket_advanced_token::Error> {
+    /// if !at.verify_password("alice", "correct horse battery staple").await? {
+    ///     // answer 403 "wrong password"
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify_password(&self, username: &str, password: &str) -> Result<bool, Error> {
+        self.verify_password_from(username, password, None).await
+    }
+
+    /// [`AdvancedToken::verify_password()`] for a request from `ip`: a
+    /// failure also counts against the IP's limit.
+    pub async fn verify_password_from(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<bool, Error> {
+        match self.attempt(username, password, ip, Then::Nothing).await {
+            Ok(_) => Ok(true),
+            Err(Error::LoginFailed) => Ok(false),
+            Err(e @ Error::Throttled(_)) => {
+                let event = AuditEvent::new(AuditKind::LoginThrottled).user(None, Some(username));
+                self.audit(event.token(None, ip));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Clears the login lockout of a username: its failed logins are
+    /// forgotten, so it may log in again at once. (Failures counted per
+    /// client IP are kept.) `set_password` and `activate_user` do this too.
+    ///
+    /// ```rust,no_run
+    /// # async fn f(at: &rocket_advanced_token::AdvancedToken) -> Result<(), rocket_advanced_token::Error> {
+    /// at.reset_throttle("alice").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn reset_throttle(&self, username: &str) -> Result<(), Error> {
+        let digest = token::digest(username);
+        self.db(|s| s.clear_user_failures(&digest)).await?;
+        self.audit(AuditEvent::new(AuditKind::ThrottleReset).user(None, Some(username)));
+        Ok(())
+    }
+
+    /// A login or a password check, throttled when `login_throttle` is on.
+    async fn attempt(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+        then: Then,
+    ) -> Result<(UserId, String), Error> {
         if !self.config().login_throttle {
-            return self.check_password_and_issue(username, password).await;
+            return self.check_password(username, password, then).await;
         }
         let keys = Keys {
             user: token::digest(username),
             ip: ip.map(|ip| ip.to_canonical().to_string()),
         };
-        self.throttled_login(&keys, username, password).await
+        self.throttled_login(&keys, username, password, then).await
     }
 
     /// The failures in the window for `keys`, per username and per IP;
@@ -94,7 +184,8 @@ impl AdvancedToken {
         keys: &Keys,
         username: &str,
         password: &str,
-    ) -> Result<String, Error> {
+        then: Then,
+    ) -> Result<(UserId, String), Error> {
         let cfg = self.config();
         let in_flight = &self.inner.in_flight;
         let _ip_slot = match &keys.ip {
@@ -109,7 +200,7 @@ impl AdvancedToken {
         let key = format!("user {}", keys.user);
         let (_user_slot, user_failures) =
             in_flight.admit(key, cfg.login_max_failures, count).await?;
-        match self.check_password_and_issue(username, password).await {
+        match self.check_password(username, password, then).await {
             Err(Error::LoginFailed) => {
                 self.record_failure(keys).await?;
                 Err(Error::LoginFailed)
@@ -170,11 +261,14 @@ impl AdvancedToken {
         }
     }
 
-    async fn check_password_and_issue(
+    /// Checks the password and, with [`Then::Issue`], issues a token:
+    /// `(user id, token)`, the token empty with [`Then::Nothing`].
+    async fn check_password(
         &self,
         username: &str,
         password: &str,
-    ) -> Result<String, Error> {
+        then: Then,
+    ) -> Result<(UserId, String), Error> {
         let user = self.find_login(username).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let hasher = &self.inner.hasher;
@@ -184,6 +278,9 @@ impl AdvancedToken {
         let Some(user) = user.filter(|u| ok && u.is_active) else {
             return Err(Error::LoginFailed);
         };
+        if let Then::Nothing = then {
+            return Ok((user.id, String::new()));
+        }
         // A hash in an old format (bcrypt, Django's, other argon2
         // parameters) is replaced by argon2id with today's parameters.
         let new_hash = match upgrade {
@@ -205,7 +302,7 @@ impl AdvancedToken {
                     .await?
             }
         };
-        token.ok_or(Error::LoginFailed)
+        token.map(|t| (user.id, t)).ok_or(Error::LoginFailed)
     }
 
     /// With the app's users table the crate cannot lock the user's row: it

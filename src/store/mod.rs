@@ -220,6 +220,9 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> Result<bool, sqlx::Error>;
     /// Deletes a user and (by the foreign key) the user's tokens.
     async fn delete_user(&self, user_id: i64) -> Result<bool, sqlx::Error>;
+    /// One user of the crate's table by id, with the number of unexpired
+    /// tokens.
+    async fn get_user(&self, user_id: i64, now: i64) -> Result<Option<UserInfo>, sqlx::Error>;
     /// Every user, by username, with the number of unexpired tokens.
     async fn list_users(&self, now: i64) -> Result<Vec<UserInfo>, sqlx::Error>;
 
@@ -252,6 +255,14 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> Result<bool, sqlx::Error>;
     /// Deletes every token of one user.
     async fn delete_user_tokens(&self, user_id: &UserId) -> Result<u64, sqlx::Error>;
+    /// Deletes one token, of `owner` only when given, and bumps the
+    /// revocation counter in the same transaction; `false` if there is no
+    /// such token (or it is another user's).
+    async fn revoke_token(
+        &self,
+        token_id: i64,
+        owner: Option<&UserId>,
+    ) -> Result<bool, sqlx::Error>;
     /// Deletes every token.
     async fn delete_all_tokens(&self) -> Result<u64, sqlx::Error>;
     /// Deletes expired tokens.

@@ -295,6 +295,20 @@ impl Store for SqliteStore {
         Ok(self.revoking(sql, Some(&UserId::Int(user_id))).await? > 0)
     }
 
+    async fn get_user(&self, user_id: i64, now: i64) -> Result<Option<UserInfo>, sqlx::Error> {
+        let row: Option<UserTuple> = sqlx::query_as(
+            "SELECT u.id, u.username, u.is_active, u.rotation_locked, u.created_at, \
+             (SELECT COUNT(*) FROM advanced_token_tokens t WHERE t.user_id = u.id \
+              AND (t.expires_at IS NULL OR t.expires_at > ?1)) \
+             FROM advanced_token_users u WHERE u.id = ?2",
+        )
+        .bind(now)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(UserInfo::from))
+    }
+
     async fn list_users(&self, now: i64) -> Result<Vec<UserInfo>, sqlx::Error> {
         let rows: Vec<UserTuple> = sqlx::query_as(
             "SELECT u.id, u.username, u.is_active, u.rotation_locked, u.created_at, \
@@ -403,6 +417,31 @@ impl Store for SqliteStore {
     async fn delete_user_tokens(&self, user_id: &UserId) -> Result<u64, sqlx::Error> {
         let sql = "DELETE FROM advanced_token_tokens WHERE user_id = ?1";
         self.revoking(sql, Some(user_id)).await
+    }
+
+    async fn revoke_token(
+        &self,
+        token_id: i64,
+        owner: Option<&UserId>,
+    ) -> Result<bool, sqlx::Error> {
+        let sql = match owner {
+            Some(_) => "DELETE FROM advanced_token_tokens WHERE id = ?1 AND user_id = ?2",
+            None => "DELETE FROM advanced_token_tokens WHERE id = ?1",
+        };
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let mut query = sqlx::query(sql).bind(token_id);
+            if let Some(id) = owner {
+                query = self.bind_user(query, id);
+            }
+            if query.execute(&mut *tx).await?.rows_affected() == 0 {
+                return Ok(false);
+            }
+            bump(&mut tx).await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn delete_all_tokens(&self) -> Result<u64, sqlx::Error> {

@@ -86,7 +86,7 @@ async fn users_and_passwords() {
     let out = ok(cli(
         &db,
         "{}",
-        &["create-user", "alice", "--password", "pw one"],
+        &["create-user", "alice", "--password", "pw one two"],
         None,
     ));
     assert!(out.contains("alice"));
@@ -94,10 +94,20 @@ async fn users_and_passwords() {
         cli(
             &db,
             "{}",
-            &["create-user", "alice", "--password", "x"],
+            &["create-user", "alice", "--password", "another one"],
             None,
         ),
         "already exists",
+    );
+    // The password policy: 8 characters at least, by default.
+    user_error(
+        cli(
+            &db,
+            "{}",
+            &["create-user", "carol", "--password", "short"],
+            None,
+        ),
+        "at least 8 characters",
     );
     ok(cli(
         &db,
@@ -120,7 +130,7 @@ async fn users_and_passwords() {
     );
 
     let client = client(&db, json!({"token_cache": false})).await;
-    let alice = login(&client, "alice", "pw one").await;
+    let alice = login(&client, "alice", "pw one two").await;
     let bob = login(&client, "bob", "from stdin").await;
 
     // set-password revokes the user's tokens.
@@ -128,15 +138,15 @@ async fn users_and_passwords() {
         &db,
         "{}",
         &["set-password", "bob", "--password-stdin"],
-        Some("new pw\r\n"),
+        Some("new pw two\r\n"),
     ));
-    assert!(out.contains("1 token(s) revoked"), "{out}");
+    assert!(out.contains("revoked 1 token(s)"), "{out}");
     assert_eq!(check(&client, &bob).await, Status::Unauthorized);
     assert_eq!(
         login_raw(&client, "bob", "from stdin").await.0,
         Status::Unauthorized
     );
-    login(&client, "bob", "new pw").await;
+    login(&client, "bob", "new pw two").await;
 
     // deactivate / activate.
     ok(cli(&db, "{}", &["deactivate", "alice"], None));
@@ -147,7 +157,7 @@ async fn users_and_passwords() {
     // delete-user.
     ok(cli(&db, "{}", &["delete-user", "bob"], None));
     assert_eq!(
-        login_raw(&client, "bob", "new pw").await.0,
+        login_raw(&client, "bob", "new pw two").await.0,
         Status::Unauthorized
     );
 
@@ -163,7 +173,7 @@ async fn users_and_passwords() {
         "list-tokens",
     ] {
         let args: Vec<&str> = if cmd == "set-password" {
-            vec![cmd, "nobody", "--password", "x"]
+            vec![cmd, "nobody", "--password", "long enough"]
         } else {
             vec![cmd, "nobody"]
         };
@@ -177,21 +187,21 @@ async fn tokens_and_listings() {
     ok(cli(
         &db,
         "{}",
-        &["create-user", "alice", "--password", "pw"],
+        &["create-user", "alice", "--password", "pw-long-enough"],
         None,
     ));
     ok(cli(
         &db,
         "{}",
-        &["create-user", "bob", "--password", "pw"],
+        &["create-user", "bob", "--password", "pw-long-enough"],
         None,
     ));
     // The cache off, so that the effect of each command is visible at once
     // (the cache's bound is tested in the behaviour suite).
     let client = client(&db, json!({"token_cache": false})).await;
-    let a1 = login(&client, "alice", "pw").await;
-    let a2 = login(&client, "alice", "pw").await;
-    let b1 = login(&client, "bob", "pw").await;
+    let a1 = login(&client, "alice", "pw-long-enough").await;
+    let a2 = login(&client, "alice", "pw-long-enough").await;
+    let b1 = login(&client, "bob", "pw-long-enough").await;
 
     // lock-token / unlock-token.
     ok(cli(&db, "{}", &["lock-token", "alice"], None));
@@ -262,12 +272,12 @@ async fn purge_expired_prints_the_count() {
     ok(cli(
         &db,
         "{}",
-        &["create-user", "alice", "--password", "pw"],
+        &["create-user", "alice", "--password", "pw-long-enough"],
         None,
     ));
     let client = client(&db, json!({"token_ttl": 2})).await;
-    login(&client, "alice", "pw").await;
-    login(&client, "alice", "pw").await;
+    login(&client, "alice", "pw-long-enough").await;
+    login(&client, "alice", "pw-long-enough").await;
     let out = ok(cli(&db, "{token_ttl=2}", &["purge-expired"], None));
     assert!(out.contains("Purged 0"), "{out}");
     std::thread::sleep(std::time::Duration::from_millis(2200));

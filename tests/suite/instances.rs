@@ -15,7 +15,7 @@ async fn login(port: u16) -> String {
         "POST",
         "/auth/login/",
         None,
-        Some(&json!({"username": "alice", "password": "pw"})),
+        Some(&json!({"username": "alice", "password": "pw-long-enough"})),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -46,7 +46,10 @@ async fn two_processes(backend: Backend, cache: bool) {
     let Some(db) = TestDb::new(backend).await else {
         return;
     };
-    run_cli_ok(&db, &["create-user", "alice", "--password", "pw"]);
+    run_cli_ok(
+        &db,
+        &["create-user", "alice", "--password", "pw-long-enough"],
+    );
     let settings = format!("{{token_cache={cache},token_cache_poll=0.5}}");
     let a = start(&db, &settings).await;
     let b = start(&db, &settings).await;

@@ -5,6 +5,7 @@
 //! `ADVANCED_TOKEN_TEST_POSTGRES` / `ADVANCED_TOKEN_TEST_MYSQL` hold a server
 //! URL (each test creates and drops a database of its own there).
 
+mod app_api;
 mod behaviour;
 mod cli;
 mod common;
@@ -15,15 +16,19 @@ mod migrations;
 mod openapi;
 mod reliability;
 mod scale_out;
+mod sessions;
 
 /// Instantiates each named behaviour test for one backend.
 macro_rules! suite {
     ($backend:ident: $($name:ident),* $(,)?) => {
+        suite!(behaviour / $backend: $($name),*);
+    };
+    ($module:ident / $backend:ident: $($name:ident),* $(,)?) => {
         $(
             #[rocket::async_test]
             async fn $name() {
                 match crate::common::TestDb::new(crate::common::Backend::$backend).await {
-                    Some(db) => crate::behaviour::$name(db).await,
+                    Some(db) => crate::$module::$name(db).await,
                     None => eprintln!(
                         "skipped: set {} to run the {} suite",
                         crate::common::Backend::$backend.env_var().unwrap_or("?"),
@@ -77,6 +82,21 @@ macro_rules! all_behaviour_tests {
             cached_tokens_honour_revocations,
             cache_respects_expiry_and_skips_the_database,
             postgres_notifies_revocations,
+        );
+        suite!(sessions / $backend:
+            sessions_list_and_delete_own_tokens,
+            delete_token_logs_out_only_this_device,
+            revoke_token_by_id,
+        );
+        suite!(app_api / $backend:
+            verify_password_checks_without_a_token,
+            lockouts_can_be_cleared,
+            users_can_be_looked_up,
+            users_from_hashes_made_elsewhere,
+            password_policy,
+            audit_events_name_ids_never_secrets,
+            app_responses_are_never_rewritten,
+            error_bodies_can_be_shaped,
         );
     };
 }

@@ -36,9 +36,9 @@ async fn launch_and_use(db: &TestDb) {
         .expect("launch");
     let at = at(&client);
     if at.list_users().await.unwrap().is_empty() {
-        at.create_user("alice", "pw").await.unwrap();
+        at.create_user("alice", "pw-long-enough").await.unwrap();
     }
-    at.login("alice", "pw").await.unwrap();
+    at.login("alice", "pw-long-enough").await.unwrap();
     at.close().await;
 }
 
@@ -75,7 +75,13 @@ async fn both_orders(backend: Backend) {
     // an app's own users table).
     let ours = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
         .unwrap()
-        .filter(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with("01"))
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("01")
+        })
         .count();
     assert_eq!(db.count("advanced_token_migrations").await, ours as i64);
 }

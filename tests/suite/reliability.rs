@@ -145,8 +145,11 @@ async fn outage(backend: Backend) {
     let client = rocket::local::asynchronous::Client::tracked(crate::common::app(figment, None))
         .await
         .unwrap();
-    at(&client).create_user("alice", "pw").await.unwrap();
-    let token = login(&client, "alice", "pw").await;
+    at(&client)
+        .create_user("alice", "pw-long-enough")
+        .await
+        .unwrap();
+    let token = login(&client, "alice", "pw-long-enough").await;
 
     for mode in ["cut", "frozen"] {
         if mode == "cut" {
@@ -165,7 +168,7 @@ async fn outage(backend: Backend) {
             (
                 "POST",
                 "/auth/login/",
-                Some(json!({"username": "alice", "password": "pw"})),
+                Some(json!({"username": "alice", "password": "pw-long-enough"})),
             ),
         ] {
             let started = Instant::now();
@@ -198,7 +201,7 @@ async fn outage(backend: Backend) {
             rocket::tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(check(&client, &token).await, Status::Ok);
-        login(&client, "alice", "pw").await;
+        login(&client, "alice", "pw-long-enough").await;
     }
     db.url = direct;
 }
