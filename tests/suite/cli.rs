@@ -362,3 +362,115 @@ fn revoke_all_without_force_touches_no_database() {
     }
     assert!(!file.exists(), "the SQLite file was created");
 }
+
+#[rocket::async_test]
+async fn rotation_locks_throttle_resets_and_single_revocations() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    ok(cli(
+        &db,
+        "{}",
+        &["create-user", "alice", "--password", "pw-long-enough"],
+        None,
+    ));
+    let client = client(&db, json!({"token_cache": false})).await;
+    let a1 = login(&client, "alice", "pw-long-enough").await;
+    let a2 = login(&client, "alice", "pw-long-enough").await;
+
+    // The new names and the old ones (aliases).
+    for (lock, unlock) in [
+        ("lock-rotation", "unlock-rotation"),
+        ("lock-token", "unlock-token"),
+    ] {
+        let out = ok(cli(&db, "{}", &[lock, "alice"], None));
+        assert_eq!(out.trim(), "Locked token rotation for \"alice\".");
+        let users = ok(cli(&db, "{}", &["list-users", "--json"], None));
+        assert!(users.contains("\"rotation_locked\": true"), "{users}");
+        let out = ok(cli(&db, "{}", &[unlock, "alice"], None));
+        assert_eq!(out.trim(), "Unlocked token rotation for \"alice\".");
+    }
+
+    // reset-throttle lifts a lockout.
+    for _ in 0..5 {
+        login_raw(&client, "alice", "wrong password").await;
+    }
+    assert_eq!(
+        login_raw(&client, "alice", "pw-long-enough").await.0,
+        Status::TooManyRequests
+    );
+    let out = ok(cli(&db, "{}", &["reset-throttle", "alice"], None));
+    assert_eq!(out.trim(), "Cleared the login lockout of \"alice\".");
+    let a3 = login(&client, "alice", "pw-long-enough").await;
+
+    // list-tokens shows times in ISO 8601, UTC.
+    let listing = ok(cli(&db, "{}", &["list-tokens", "alice"], None));
+    let row: Vec<&str> = listing.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row.len(), 4, "{listing}");
+    for time in &row[1..3] {
+        assert_eq!(time.len(), 20, "{listing}");
+        assert!(
+            time.ends_with('Z') && time.as_bytes()[10] == b'T',
+            "{listing}"
+        );
+    }
+    assert_eq!(row[3], "never");
+
+    // revoke-token: one token by id.
+    let id = row[0];
+    let out = ok(cli(&db, "{}", &["revoke-token", id], None));
+    assert_eq!(out.trim(), format!("Revoked token {id}."));
+    let alive = [
+        check(&client, &a1).await,
+        check(&client, &a2).await,
+        check(&client, &a3).await,
+    ];
+    assert_eq!(
+        alive.iter().filter(|s| **s == Status::Unauthorized).count(),
+        1,
+        "{alive:?}"
+    );
+    user_error(cli(&db, "{}", &["revoke-token", id], None), "Not found.");
+}
+
+/// A relative SQLite path in Rocket.toml is relative to that file, wherever
+/// the command runs; a new database file is reported with its absolute
+/// path.
+#[test]
+fn sqlite_paths_in_rocket_toml_are_relative_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Rocket.toml"),
+        "[default.databases.advanced_token]\nurl = \"sqlite://app.sqlite?mode=rwc\"\n",
+    )
+    .unwrap();
+    let sub = dir.path().join("src");
+    std::fs::create_dir(&sub).unwrap();
+    let run = |cwd: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_advanced-token"))
+            .arg("list-users")
+            .current_dir(cwd)
+            .env_remove("ROCKET_DATABASES")
+            .env_remove("ROCKET_CONFIG")
+            .env("ROCKET_LOG_LEVEL", "critical")
+            .output()
+            .unwrap()
+    };
+    let first = run(&sub);
+    assert_eq!(first.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    let file = dir.path().join("app.sqlite");
+    assert!(file.exists(), "not next to Rocket.toml");
+    assert!(!sub.join("app.sqlite").exists());
+    assert!(
+        stderr.contains("created a new SQLite database at")
+            && stderr.contains(&file.display().to_string()),
+        "{stderr}"
+    );
+    // The second run, from elsewhere, opens the same file: nothing new.
+    let second = run(dir.path());
+    assert_eq!(second.status.code(), Some(0));
+    assert!(
+        second.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+}
