@@ -49,14 +49,20 @@ async fn signup(at: &AdvancedToken, form: Json<Signup>) -> Result<Status, Error>
     let hash = at.hash_password(&form.password).await?;
     let insert = "INSERT INTO app_users (email, password_hash, active, display_name) VALUES ";
     let done = match at.pool() {
-        DbPool::Sqlite(p) => sqlx_insert(p, &format!("{insert}(?1, ?2, TRUE, ?3)"), &form, &hash).await,
-        DbPool::Postgres(p) => sqlx_insert(p, &format!("{insert}($1, $2, TRUE, $3)"), &form, &hash).await,
+        DbPool::Sqlite(p) => {
+            sqlx_insert(p, &format!("{insert}(?1, ?2, TRUE, ?3)"), &form, &hash).await
+        }
+        DbPool::Postgres(p) => {
+            sqlx_insert(p, &format!("{insert}($1, $2, TRUE, $3)"), &form, &hash).await
+        }
         DbPool::MySql(p) => sqlx_insert(p, &format!("{insert}(?, ?, TRUE, ?)"), &form, &hash).await,
         _ => unreachable!("every backend is compiled in"),
     };
     match done {
         Ok(()) => Ok(Status::Created),
-        Err(rocket_advanced_token::sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Status::Conflict),
+        Err(rocket_advanced_token::sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Ok(Status::Conflict)
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -71,7 +77,8 @@ where
     for<'c> &'c mut DB::Connection: rocket_advanced_token::sqlx::Executor<'c, Database = DB>,
     for<'q> <DB as rocket_advanced_token::sqlx::database::HasArguments<'q>>::Arguments:
         rocket_advanced_token::sqlx::IntoArguments<'q, DB>,
-    for<'q> String: rocket_advanced_token::sqlx::Encode<'q, DB> + rocket_advanced_token::sqlx::Type<DB>,
+    for<'q> String:
+        rocket_advanced_token::sqlx::Encode<'q, DB> + rocket_advanced_token::sqlx::Type<DB>,
 {
     rocket_advanced_token::sqlx::query(sql)
         .bind(form.email.clone())
@@ -94,7 +101,10 @@ async fn migrate(rocket: Rocket<Build>) -> Result<Rocket<Build>, Rocket<Build>> 
         DbPool::MySql(_) => "mysql",
         _ => return Err(rocket),
     };
-    let dir = format!("{}/examples/own_users_migrations/{backend}", env!("CARGO_MANIFEST_DIR"));
+    let dir = format!(
+        "{}/examples/own_users_migrations/{backend}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let run = async {
         let migrator = Migrator::new(std::path::Path::new(&dir)).await?;
         match &pool {

@@ -37,11 +37,12 @@ pub(crate) const TOUCH_INTERVAL: i64 = 60;
 ///   (it is a `Responder` that gives the standard body).
 ///
 /// When the plain `AuthUser` guard fails, the fairing gives Rocket's
-/// catcher response the DRF body and `WWW-Authenticate` header. It tells
-/// such a response by its status (401 or 503) and the absence of
-/// `WWW-Authenticate`, so a handler that takes `Option<AuthUser>` and
-/// answers 401 itself should set that header (HTTP requires it on every
-/// 401); a response that carries it is never rewritten.
+/// catcher response the DRF body (or the app's shape, see
+/// [`TokenFairing::error_body`](crate::TokenFairing::error_body)) and the
+/// `WWW-Authenticate` header, unless `rewrite_guard_failures = false`. A
+/// response of a handler that takes `Result<AuthUser, Error>` or
+/// `Option<AuthUser>` is never rewritten, nor one that already carries
+/// `WWW-Authenticate` (HTTP requires it on every 401).
 ///
 /// The lookup runs once per request, however many guards ask. Using the
 /// guard without attaching [`AdvancedToken::fairing()`] aborts launch.
