@@ -1,23 +1,46 @@
-//! The in-process cache of verified tokens, bounded in entries, and its
-//! revocation bound.
+//! The in-process cache of verified tokens, bounded in entries and in age,
+//! and the bookkeeping that keeps it honest: what the revocation log said
+//! (by token, by user, or everything) and when the log was last read.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::store::TokenRow;
+use crate::backend::UserId;
+use crate::store::{LogEntry, TokenRow};
+
+/// A verified token, and when the database read that verified it began.
+#[derive(Clone)]
+struct Entry {
+    row: TokenRow,
+    read_at: u64,
+}
 
 /// Verified tokens by digest. An entry is served only while the revocation
-/// poll is fresh (it succeeded within two poll periods): if the database
+/// poll is fresh (it succeeded within one poll period): if the database
 /// cannot be polled, a revocation elsewhere could be missed, so every
 /// request goes to the database instead.
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<String, TokenRow>,
-    /// Moves on every invalidation; a lookup that started under an older
-    /// generation does not leave its (possibly stale) row behind.
+    entries: moka::sync::Cache<String, Entry>,
+    /// When each user's tokens were last revoked (cache clock, ms): entries
+    /// read before then are not served.
+    users_revoked: moka::sync::Cache<String, u64>,
+    /// Moves on every token-level invalidation; a lookup that started under
+    /// an older generation does not leave its (possibly stale) row behind.
     generation: AtomicU64,
     epoch: Instant,
     fresh_until_ms: AtomicU64,
     poll: Duration,
+    /// The log entries already applied, and when the log was last read.
+    log: Mutex<LogState>,
+}
+
+#[derive(Default)]
+struct LogState {
+    seen: HashSet<i64>,
+    /// Cache-clock ms of the last successful read; 0 before the first.
+    last_read: u64,
 }
 
 impl TokenCache {
@@ -30,10 +53,16 @@ impl TokenCache {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
+            // An entry older than `ttl` has expired anyway.
+            users_revoked: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl + poll)
+                .build(),
             generation: AtomicU64::new(0),
             epoch: Instant::now(),
             fresh_until_ms: AtomicU64::new(0),
             poll,
+            log: Mutex::default(),
         }
     }
 
@@ -42,19 +71,19 @@ impl TokenCache {
     }
 
     /// Milliseconds on the cache's own clock; pass the value taken just
-    /// before a poll's query to [`TokenCache::mark_fresh()`].
+    /// before a poll's query to [`TokenCache::apply_log()`], and the one
+    /// taken before a lookup's query to [`TokenCache::insert()`].
     pub(crate) fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Records a successful poll whose query was sent at `read_at` (from
-    /// [`TokenCache::now_ms()`]). The cache serves for one poll period from
-    /// then: a revocation committed after that read is seen by the next
-    /// poll, and until that poll succeeds nothing cached is served. So a
-    /// revocation made elsewhere takes effect here within `token_cache_poll`
-    /// whatever happens to the poll (a slow or unreachable database makes
-    /// requests go to the database, never makes the cache serve longer).
-    pub(crate) fn mark_fresh(&self, read_at: u64) {
+    /// Records a successful poll whose query was sent at `read_at`. The
+    /// cache serves for one poll period from then: a revocation committed
+    /// after that read is seen by the next poll, and until that poll
+    /// succeeds nothing cached is served. So a revocation made elsewhere
+    /// takes effect here within `token_cache_poll` whatever happens to the
+    /// poll.
+    fn mark_fresh(&self, read_at: u64) {
         let until = read_at + self.poll.as_millis() as u64;
         self.fresh_until_ms.fetch_max(until, Ordering::SeqCst);
     }
@@ -66,20 +95,26 @@ impl TokenCache {
     }
 
     pub(crate) fn get(&self, digest: &str) -> Option<TokenRow> {
-        if self.usable() {
-            self.entries.get(digest)
-        } else {
-            None
+        if !self.usable() {
+            return None;
         }
+        let entry = self.entries.get(digest)?;
+        let revoked = self.users_revoked.get(&entry.row.user_id.to_string());
+        if revoked.is_some_and(|at| at >= entry.read_at) {
+            self.entries.invalidate(digest);
+            return None;
+        }
+        Some(entry.row)
     }
 
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Caches a row read from the database under generation `since`.
-    pub(crate) fn insert(&self, digest: String, row: TokenRow, since: u64) {
-        self.entries.insert(digest.clone(), row);
+    /// Caches a row whose database read began at `read_at` under
+    /// generation `since`.
+    pub(crate) fn insert(&self, digest: String, row: TokenRow, read_at: u64, since: u64) {
+        self.entries.insert(digest.clone(), Entry { row, read_at });
         // An invalidation between the read and now may predate the insert:
         // undo it. (Invalidations bump the generation first.)
         if self.generation() != since {
@@ -87,14 +122,48 @@ impl TokenCache {
         }
     }
 
+    /// Drops one token.
     pub(crate) fn invalidate(&self, digest: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate(digest);
     }
 
+    /// Drops every token of one user read before now.
+    pub(crate) fn revoke_user(&self, user: &UserId) {
+        self.users_revoked.insert(user.to_string(), self.now_ms());
+    }
+
+    /// Drops everything.
     pub(crate) fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate_all();
+    }
+
+    /// Applies the revocation log entries of a read sent at `read_at`
+    /// (entries already applied are skipped) and marks the cache fresh. A
+    /// read that comes more than `gap` after the previous one may have
+    /// missed entries since pruned: then everything goes.
+    pub(crate) fn apply_log(&self, entries: &[LogEntry], read_at: u64, gap: Duration) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.last_read != 0 && read_at.saturating_sub(log.last_read) > gap.as_millis() as u64 {
+            self.invalidate_all();
+        }
+        for (seq, user, digest) in entries {
+            if !log.seen.insert(*seq) {
+                continue;
+            }
+            match (user, digest) {
+                (_, Some(digest)) => self.invalidate(digest),
+                (Some(user), None) => self.revoke_user(&UserId::from_stored(user.clone())),
+                (None, None) => self.invalidate_all(),
+            }
+        }
+        // Forget what has left the window: it will not be read again.
+        let current: HashSet<i64> = entries.iter().map(|e| e.0).collect();
+        log.seen.retain(|seq| current.contains(seq));
+        log.last_read = log.last_read.max(read_at);
+        drop(log);
+        self.mark_fresh(read_at);
     }
 }
 
@@ -102,10 +171,10 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn row() -> TokenRow {
+    fn row(user: i64) -> TokenRow {
         TokenRow {
             token_id: 1,
-            user_id: crate::backend::UserId::Int(1),
+            user_id: UserId::Int(user),
             username: "alice".into(),
             is_active: true,
             rotation_locked: false,
@@ -116,27 +185,82 @@ mod tests {
         }
     }
 
+    fn cache() -> TokenCache {
+        TokenCache::new(10, Duration::from_secs(3600), Duration::from_secs(3600))
+    }
+
     #[test]
-    fn serves_only_while_fresh_and_not_across_invalidations() {
-        let c = TokenCache::new(10, Duration::from_millis(50), Duration::from_secs(60));
+    fn serves_only_after_a_poll_and_not_across_invalidations() {
+        let c = cache();
         let g = c.generation();
-        c.insert("d".into(), row(), g);
+        c.insert("d".into(), row(1), c.now_ms(), g);
         assert!(c.get("d").is_none(), "never polled: not usable");
-        c.mark_fresh(c.now_ms());
+        c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         assert!(c.get("d").is_some());
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(c.get("d").is_none(), "stale poll: not usable");
-        // Freshness counts from when the poll's query was sent, not from
-        // when its answer came back.
-        c.mark_fresh(c.now_ms().saturating_sub(60));
-        assert!(c.get("d").is_none(), "a poll sent 60 ms ago is stale");
-        c.mark_fresh(c.now_ms());
         // A row read before an invalidation is not kept.
         let g = c.generation();
         c.invalidate_all();
-        c.insert("e".into(), row(), g);
+        c.insert("e".into(), row(1), c.now_ms(), g);
         assert!(c.get("e").is_none());
-        c.invalidate("d");
-        assert!(c.get("d").is_none());
+    }
+
+    #[test]
+    fn stale_polls_stop_serving() {
+        // With the injectable read time, no sleeping: a poll read at 0
+        // with a 50 ms period is stale once the clock is past 50 ms.
+        let c = TokenCache::new(10, Duration::from_millis(50), Duration::from_secs(60));
+        c.insert("d".into(), row(1), 0, c.generation());
+        c.apply_log(&[], 0, Duration::from_secs(10));
+        let until = c.fresh_until_ms.load(Ordering::SeqCst);
+        assert_eq!(until, 50, "fresh for one period from the read");
+    }
+
+    #[test]
+    fn log_entries_drop_just_what_they_name() {
+        let c = cache();
+        let g = c.generation();
+        let t0 = c.now_ms();
+        for (d, u) in [("a1", 1), ("a2", 1), ("b1", 2)] {
+            c.insert(d.into(), row(u), t0, g);
+        }
+        c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
+        // One token of user 1 rotated away: only it goes.
+        c.apply_log(
+            &[(1, Some("1".into()), Some("a1".into()))],
+            c.now_ms(),
+            Duration::from_secs(10),
+        );
+        assert!(c.get("a1").is_none());
+        assert!(c.get("a2").is_some() && c.get("b1").is_some());
+        // User 2 logged out: only user 2's tokens go; the entry is applied
+        // once however often the window returns it.
+        let entries = [(2, Some("2".into()), None)];
+        c.apply_log(&entries, c.now_ms(), Duration::from_secs(10));
+        assert!(c.get("b1").is_none());
+        assert!(c.get("a2").is_some());
+        // A row of user 2 read after the revocation is served again.
+        std::thread::sleep(Duration::from_millis(2));
+        c.insert("b2".into(), row(2), c.now_ms(), c.generation());
+        c.apply_log(&entries, c.now_ms(), Duration::from_secs(10));
+        assert!(
+            c.get("b2").is_some(),
+            "an applied entry is not applied again"
+        );
+        // Everything.
+        c.apply_log(&[(3, None, None)], c.now_ms(), Duration::from_secs(10));
+        assert!(c.get("a2").is_none() && c.get("b2").is_none());
+    }
+
+    #[test]
+    fn a_gap_in_the_polls_drops_everything() {
+        let c = cache();
+        c.insert("d".into(), row(1), 0, c.generation());
+        c.apply_log(&[], 1, Duration::from_millis(100));
+        assert!(c.get("d").is_some());
+        c.apply_log(&[], 5_000, Duration::from_millis(100));
+        assert!(
+            c.get("d").is_none(),
+            "a read 5 s after the last, gap 100 ms"
+        );
     }
 }

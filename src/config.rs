@@ -266,6 +266,14 @@ pub struct Config {
     /// _Default:_ `60`.
     pub token_cache_ttl: u64,
 
+    /// The most token rotations (`PUT token/`) one user may make per minute,
+    /// counted across every instance; past it, 429 with `Retry-After`. Each
+    /// rotation makes every instance read its revocation log, so this bounds
+    /// what one user can cost them.
+    ///
+    /// _Default:_ `30`.
+    pub rotation_max_per_minute: u32,
+
     /// The name of the `rocket_db_pools` database the crate uses: its
     /// `databases.<name>` section gives the URL and pool settings. Name the
     /// app's own database here to configure the URL once; attach the fairing
@@ -321,6 +329,7 @@ impl Default for Config {
             token_cache_poll: 1.0,
             token_cache_capacity: 100_000,
             token_cache_ttl: 60,
+            rotation_max_per_minute: 30,
             database: DEFAULT_DATABASE.to_owned(),
             users: None,
             min_password_length: 8,
@@ -461,6 +470,10 @@ impl Config {
             ("token_cache_capacity", self.token_cache_capacity),
             ("token_cache_ttl", self.token_cache_ttl),
             ("min_password_length", self.min_password_length as u64),
+            (
+                "rotation_max_per_minute",
+                u64::from(self.rotation_max_per_minute),
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{}: must be at least 1", key(name)));

@@ -64,6 +64,9 @@ pub enum Error {
     /// Too many failed logins for this username or client IP (429). Holds
     /// the seconds until the next attempt is allowed (`Retry-After`).
     Throttled(u64),
+    /// Too many token rotations by this user in the last minute (429).
+    /// Holds the seconds until the next one is allowed (`Retry-After`).
+    TooManyRotations(u64),
     /// The database did not answer in time or is unreachable (503). Holds
     /// the database error, when there was one (not for a timeout).
     Unavailable(Option<Arc<sqlx::Error>>),
@@ -110,10 +113,12 @@ const UNAVAILABLE_CODES: [&str; 8] = [
 
 /// MySQL error numbers that mean "try again later" where the SQLSTATE is
 /// the catch-all HY000: too many connections, shutdown in progress, lock
-/// wait timeout, server gone away, lost connection, connection killed,
-/// Galera not ready (1047).
+/// wait timeout, server gone away, lost connection, connection killed;
+/// on a Galera node cut off from the quorum, "WSREP has not yet prepared
+/// node" (1047) and, in the seconds before it notices, "not connected to
+/// Primary Component" (1180).
 #[cfg(feature = "mysql")]
-const MYSQL_UNAVAILABLE: [u16; 7] = [1040, 1053, 1205, 2006, 2013, 1927, 1047];
+const MYSQL_UNAVAILABLE: [u16; 8] = [1040, 1053, 1205, 2006, 2013, 1927, 1047, 1180];
 
 impl Error {
     /// The HTTP status this error is answered with.
@@ -136,7 +141,7 @@ impl Error {
             | Error::RotationDisabled
             | Error::RotationLocked
             | Error::LogoutDisabled => Status::MethodNotAllowed,
-            Error::Throttled(_) => Status::TooManyRequests,
+            Error::Throttled(_) | Error::TooManyRotations(_) => Status::TooManyRequests,
             Error::Unavailable(_) => Status::ServiceUnavailable,
             Error::UsernameTaken(_) => Status::Conflict,
             Error::UnknownUser(_) | Error::TokenNotFound => Status::NotFound,
@@ -241,6 +246,7 @@ impl fmt::Display for Error {
             Error::RotationLocked => f.write_str("Token rotation is locked for this user."),
             Error::LogoutDisabled => f.write_str("Logout is disabled."),
             Error::Throttled(_) => f.write_str("Too many failed login attempts. Try again later."),
+            Error::TooManyRotations(_) => f.write_str("Too many token rotations. Try again later."),
             Error::Unavailable(_) => {
                 f.write_str("The authentication database is unavailable. Try again later.")
             }
@@ -280,7 +286,7 @@ impl<'r> Responder<'r, 'static> for Error {
         if self.is_unauthorized() {
             res.header(www_authenticate(req));
         }
-        if let Error::Throttled(secs) = self {
+        if let Error::Throttled(secs) | Error::TooManyRotations(secs) = self {
             res.header(Header::new("Retry-After", secs.max(1).to_string()));
         }
         res.ok()

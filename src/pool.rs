@@ -309,7 +309,42 @@ async fn connect_postgres(config: &rocket_db_pools::Config) -> Result<sqlx::PgPo
     // No `extra_float_digits` startup parameter (the crate reads no
     // floats): pgbouncer refuses unknown startup parameters by default.
     let opts = opts.extra_float_digits(None).disable_statement_logging();
+    refuse_transaction_pooling(&opts).await?;
     pool_options(config).connect_with(opts).await
+}
+
+/// Refuses a server that hands one backend to several clients, as pgbouncer
+/// does with `pool_mode = transaction` or `statement`: sqlx 0.7 always
+/// prepares named statements, which such a pooler mixes up between
+/// clients (the wrong SQL could run with another client's parameters), and
+/// LISTEN never hears a NOTIFY through it. Two connections take turns
+/// asking for their backend's pid; on a server or a session pooler they
+/// never share one. Plain queries (the simple protocol) survive any
+/// pooler.
+#[cfg(feature = "postgres")]
+async fn refuse_transaction_pooling(
+    opts: &sqlx::postgres::PgConnectOptions,
+) -> Result<(), sqlx::Error> {
+    use sqlx::{ConnectOptions, Connection, Executor, Row};
+    let mut a = opts.connect().await?;
+    let mut b = opts.connect().await?;
+    let mut shared = false;
+    for _ in 0..5 {
+        let pa: i32 = a.fetch_one("SELECT pg_backend_pid()").await?.try_get(0)?;
+        let pb: i32 = b.fetch_one("SELECT pg_backend_pid()").await?.try_get(0)?;
+        shared |= pa == pb;
+    }
+    let _ = a.close().await;
+    let _ = b.close().await;
+    if shared {
+        return Err(sqlx::Error::Configuration(
+            "two connections were served by one PostgreSQL backend: a pooler in transaction or \
+             statement mode (pgbouncer?) is in front of the database. Set `pool_mode = session` \
+             for this database: sqlx's prepared statements cannot cross clients"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(feature = "mysql")]

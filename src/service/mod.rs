@@ -101,9 +101,6 @@ struct Inner {
     db_timeout: Duration,
     /// When this process last pruned old login failures.
     last_prune: AtomicI64,
-    /// The database URL, unredacted, for the PostgreSQL listener.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    url: String,
     /// Verified tokens, when `token_cache` is on (and in a server).
     cache: Option<TokenCache>,
     /// Login attempts under way in this process, per username and per IP.
@@ -218,7 +215,6 @@ impl AdvancedToken {
                 database: url,
                 db_timeout: Duration::from_secs(db.connect_timeout.max(1)),
                 last_prune: AtomicI64::new(0),
-                url: db.url.clone(),
                 cache,
                 in_flight: throttle::InFlight::default(),
                 audit: opts.audit,
@@ -313,10 +309,10 @@ impl AdvancedToken {
     /// edited the user in its table: cached tokens are read again, here at
     /// once and on every other instance within `token_cache_poll`.
     pub async fn user_changed(&self, id: impl Into<crate::UserId>) -> Result<(), Error> {
-        let _id = id.into();
-        let bumped = self.db(|s| s.bump_revocations()).await;
-        self.forget_all();
-        bumped
+        let id = id.into();
+        let logged = self.db(|s| s.user_changed(&id)).await;
+        self.forget_user(&id);
+        logged
     }
 
     /// Logs an audit event and hands it to the app's hook.
@@ -326,6 +322,14 @@ impl AdvancedToken {
 
     fn cache(&self) -> Option<&TokenCache> {
         self.inner.cache.as_ref()
+    }
+
+    /// Drops one user's cached tokens (after a revocation by this process;
+    /// other instances read it from the revocation log).
+    fn forget_user(&self, id: &crate::UserId) {
+        if let Some(cache) = self.cache() {
+            cache.revoke_user(id);
+        }
     }
 
     /// Drops every cached token (after a revocation by this process).

@@ -1,50 +1,62 @@
-//! Keeping the token cache honest: the revocation poll and, on PostgreSQL,
-//! the `LISTEN` task. Both hold only a weak reference, so they end when the
-//! last handle (the Rocket that manages it) is dropped.
+//! Keeping the token cache honest: the revocation log poll and, on
+//! PostgreSQL, the `LISTEN` task that reads the log at once when an entry is
+//! announced. Both hold only a weak reference, so they end when the last
+//! handle (the Rocket that manages it) is dropped.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use rocket::tokio::time::{self, MissedTickBehavior};
 
 use super::{AdvancedToken, Inner};
 
+/// Slack, on top of the poll period and the database deadline, in the
+/// window of log entries each poll reads: an entry is written when its
+/// transaction runs and may commit up to `connect_timeout` later.
+const LOG_MARGIN: Duration = Duration::from_secs(5);
+/// How long log entries are kept (seconds): far longer than any window.
+const LOG_KEEP: i64 = 3600;
+/// How often (in polls) an instance prunes the log.
+const PRUNE_EVERY: u32 = 60;
+/// Notifications arriving this close together are read as one.
+#[cfg(feature = "postgres")]
+const LISTEN_COALESCE: Duration = Duration::from_millis(20);
+
 impl AdvancedToken {
-    /// With a cache: reads the revocation counter now, then every
-    /// `token_cache_poll`; on PostgreSQL also listens for revocations.
+    /// With a cache: reads the revocation log now, then every
+    /// `token_cache_poll`; on PostgreSQL also listens for new entries.
     pub(super) async fn start_background_tasks(&self) {
-        let Some(cache) = self.cache() else {
+        if self.cache().is_none() {
             return;
-        };
-        let read_at = cache.now_ms();
-        let last = self.db(|s| s.revocation_counter()).await.ok();
-        if last.is_some() {
-            cache.mark_fresh(read_at);
         }
+        self.poll_once().await;
         #[cfg(feature = "postgres")]
         if self.pool().backend() == crate::pool::Backend::Postgres {
             rocket::tokio::spawn(listen(Arc::downgrade(&self.inner)));
         }
-        rocket::tokio::spawn(poll(Arc::downgrade(&self.inner), last));
+        rocket::tokio::spawn(poll(Arc::downgrade(&self.inner)));
     }
 
-    /// One poll: drops the cache if the counter moved since `last`, and
-    /// marks the cache fresh from the moment the query was sent. A failed
-    /// poll (or a missing counter row) leaves the cache to go stale, so it
-    /// stops serving within one period.
-    async fn poll_once(&self, last: &mut Option<i64>) {
+    /// The window of log entries a poll reads, and the longest time between
+    /// two reads that cannot miss an entry (longer: the cache is dropped).
+    fn log_window(&self) -> (Duration, Duration) {
+        let period = self.cache().map_or(Duration::ZERO, |c| c.poll_interval());
+        let gap = period + LOG_MARGIN;
+        (gap + self.inner.db_timeout, gap)
+    }
+
+    /// One read of the revocation log, applied to the cache. A failed read
+    /// leaves the cache to go stale, so it stops serving within one period.
+    async fn poll_once(&self) {
         let Some(cache) = self.cache() else {
             return;
         };
+        let (window, gap) = self.log_window();
         let read_at = cache.now_ms();
-        match self.db(|s| s.revocation_counter()).await {
-            Ok(counter) => {
-                if *last != Some(counter) {
-                    cache.invalidate_all();
-                    *last = Some(counter);
-                }
-                cache.mark_fresh(read_at);
-            }
-            Err(e) => log::warn!("advanced_token: cannot poll revocations: {e}"),
+        let secs = window.as_secs() as i64 + 1;
+        match self.db(|s| s.revocations(secs)).await {
+            Ok(entries) => cache.apply_log(&entries, read_at, gap),
+            Err(e) => log::warn!("advanced_token: cannot read the revocation log: {e}"),
         }
     }
 }
@@ -52,7 +64,7 @@ impl AdvancedToken {
 /// Polls every period on the dot (not period + query time): the cache
 /// serves for one period from each poll's read, so a late poll only sends a
 /// few requests to the database.
-async fn poll(weak: Weak<Inner>, mut last: Option<i64>) {
+async fn poll(weak: Weak<Inner>) {
     let Some(period) = weak
         .upgrade()
         .and_then(|i| i.cache.as_ref().map(|c| c.poll_interval()))
@@ -62,30 +74,42 @@ async fn poll(weak: Weak<Inner>, mut last: Option<i64>) {
     let mut ticks = time::interval(period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await; // the first tick is immediate
-    loop {
+    for n in 1u32.. {
         ticks.tick().await;
         let Some(inner) = weak.upgrade() else { return };
-        AdvancedToken { inner }.poll_once(&mut last).await;
+        let at = AdvancedToken { inner };
+        at.poll_once().await;
+        if n % PRUNE_EVERY == 0 {
+            if let Err(e) = at.db(|s| s.prune_revocations(LOG_KEEP)).await {
+                log::warn!("advanced_token: cannot prune the revocation log: {e}");
+            }
+        }
     }
 }
 
-/// On PostgreSQL, LISTENs for the notification every revocation sends
-/// (migration 4), so other instances' revocations arrive at once; the poll
-/// stays as the bound if a notification is lost. The listener has a
-/// connection of its own, outside the pool.
+/// On PostgreSQL, LISTENs for the notification every log entry sends
+/// (migration 6), and reads the log at once; the poll stays as the bound if
+/// a notification is lost. The listener has a connection of its own.
 #[cfg(feature = "postgres")]
 async fn listen(weak: Weak<Inner>) {
     use crate::store::postgres::REVOCATION_CHANNEL;
-    let Some((url, period)) = weak.upgrade().and_then(|i| {
+    let Some((pool, period)) = weak.upgrade().and_then(|i| {
         let period = i.cache.as_ref()?.poll_interval();
-        Some((i.url.clone(), period))
+        // A pool of one connection of its own, with the main pool's
+        // options (and so its TLS, and no startup parameter pgbouncer
+        // refuses).
+        let opts = i.pool.postgres()?.connect_options();
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*opts).clone());
+        Some((own, period))
     }) else {
         return;
     };
     let mut listener: Option<sqlx::postgres::PgListener> = None;
     while weak.strong_count() > 0 {
         let Some(l) = listener.as_mut() else {
-            listener = connect_listener(&url, REVOCATION_CHANNEL).await;
+            listener = connect_listener(&pool, REVOCATION_CHANNEL).await;
             if listener.is_none() {
                 time::sleep(period).await;
             }
@@ -93,8 +117,13 @@ async fn listen(weak: Weak<Inner>) {
         };
         match time::timeout(period, l.recv()).await {
             Ok(Ok(_notification)) => {
+                // A burst of entries is one read: gather what arrives in
+                // the next moment first.
+                let burst = time::sleep(LISTEN_COALESCE);
+                rocket::tokio::pin!(burst);
+                while let Ok(Ok(_)) = time::timeout_at(burst.deadline(), l.recv()).await {}
                 let Some(inner) = weak.upgrade() else { return };
-                AdvancedToken { inner }.forget_all();
+                AdvancedToken { inner }.poll_once().await;
             }
             Ok(Err(e)) => {
                 log::warn!("advanced_token: revocation listener: {e}");
@@ -106,9 +135,12 @@ async fn listen(weak: Weak<Inner>) {
 }
 
 #[cfg(feature = "postgres")]
-async fn connect_listener(url: &str, channel: &str) -> Option<sqlx::postgres::PgListener> {
+async fn connect_listener(
+    pool: &sqlx::PgPool,
+    channel: &str,
+) -> Option<sqlx::postgres::PgListener> {
     let connected = async {
-        let mut l = sqlx::postgres::PgListener::connect(url).await?;
+        let mut l = sqlx::postgres::PgListener::connect_with(pool).await?;
         l.listen(channel).await?;
         Ok::<_, sqlx::Error>(l)
     };

@@ -164,7 +164,7 @@ impl AdvancedToken {
             return Ok(None);
         };
         if evicted > 0 {
-            self.forget_all();
+            self.forget_user(user_id);
         }
         Ok(Some(token))
     }
@@ -193,7 +193,7 @@ impl AdvancedToken {
 
     /// The database path of [`AdvancedToken::authenticate`].
     async fn lookup(&self, digest: &str, now: i64) -> Result<TokenRow, Error> {
-        let generation = self.cache().map(|c| c.generation());
+        let generation = self.cache().map(|c| (c.now_ms(), c.generation()));
         let mut row = self
             .db(|s| s.find_token(digest))
             .await?
@@ -223,8 +223,8 @@ impl AdvancedToken {
             row.last_used_at = now;
             row.expires_at = expires_at;
         }
-        if let (Some(c), Some(generation)) = (self.cache(), generation) {
-            c.insert(digest.to_owned(), row.clone(), generation);
+        if let (Some(c), Some((read_at, generation))) = (self.cache(), generation) {
+            c.insert(digest.to_owned(), row.clone(), read_at, generation);
         }
         Ok(row)
     }
@@ -264,12 +264,22 @@ impl AdvancedToken {
         if user.rotation_locked {
             return Err(Error::RotationLocked);
         }
+        self.check_rotation_rate(&user.id).await?;
         let token = token::generate();
         let new_digest = token::digest(&token);
         let now = self.now();
         let expires_at = self.capped_expiry(now, user.created_at);
         let rotated = self
-            .db(|s| s.rotate_token(user.token_id, &user.digest, &new_digest, now, expires_at))
+            .db(|s| {
+                s.rotate_token(
+                    user.token_id,
+                    &user.id,
+                    &user.digest,
+                    &new_digest,
+                    now,
+                    expires_at,
+                )
+            })
             .await?;
         if let Some(cache) = self.cache() {
             cache.invalidate(&user.digest);
@@ -282,6 +292,20 @@ impl AdvancedToken {
         }
     }
 
+    /// [`Error::TooManyRotations`] when the user rotated
+    /// `rotation_max_per_minute` times in the last minute, on any instance
+    /// (the revocation log counts them): one user cannot keep every
+    /// instance's cache busy.
+    async fn check_rotation_rate(&self, id: &UserId) -> Result<(), Error> {
+        let max = i64::from(self.config().rotation_max_per_minute);
+        let (count, oldest, now) = self.db(|s| s.recent_rotations(id, 60)).await?;
+        if count < max {
+            return Ok(());
+        }
+        let retry = oldest.map_or(60, |t| t + 60 - now).max(1);
+        Err(Error::TooManyRotations(retry as u64))
+    }
+
     /// Logs `user` out everywhere: deletes all of the user's tokens. Returns
     /// how many. [`Error::LogoutDisabled`] with `allow_logout = false`.
     pub async fn logout(&self, user: &AuthUser) -> Result<u64, Error> {
@@ -289,7 +313,7 @@ impl AdvancedToken {
             return Err(Error::LogoutDisabled);
         }
         let n = self.db(|s| s.delete_user_tokens(&user.id)).await;
-        self.forget_all();
+        self.forget_user(&user.id);
         let n = n?;
         self.audit(user.event(AuditKind::LoggedOut).count(n));
         Ok(n)
@@ -326,11 +350,13 @@ impl AdvancedToken {
     /// there is no such token *or it belongs to another user*: the two are
     /// indistinguishable.
     pub async fn revoke_own_token(&self, user: &AuthUser, token_id: i64) -> Result<(), Error> {
-        let found = self.db(|s| s.revoke_token(token_id, Some(&user.id))).await;
-        self.forget_all();
-        if !found? {
+        let found = self
+            .db(|s| s.revoke_token(token_id, Some(&user.id)))
+            .await?;
+        if found.is_none() {
             return Err(Error::TokenNotFound);
         }
+        self.forget_user(&user.id);
         let event = user.event(AuditKind::Revoked).count(1);
         self.audit(AuditEvent {
             token_id: Some(token_id),
@@ -351,21 +377,20 @@ impl AdvancedToken {
     /// # Ok(()) }
     /// ```
     pub async fn revoke_token(&self, token_id: i64) -> Result<bool, Error> {
-        let found = self.db(|s| s.revoke_token(token_id, None)).await;
-        self.forget_all();
-        let found = found?;
-        if found {
-            let event = AuditEvent::new(AuditKind::Revoked).token(Some(token_id), None);
-            self.audit(event.count(1));
-        }
-        Ok(found)
+        let Some(owner) = self.db(|s| s.revoke_token(token_id, None)).await? else {
+            return Ok(false);
+        };
+        self.forget_user(&owner);
+        let event = AuditEvent::new(AuditKind::Revoked).user(Some(&owner), None);
+        self.audit(event.token(Some(token_id), None).count(1));
+        Ok(true)
     }
 
     /// Deletes all tokens of one user. Returns how many.
     pub async fn revoke_tokens(&self, username: &str) -> Result<u64, Error> {
         let id = self.user_id(username).await?;
         let n = self.db(|s| s.delete_user_tokens(&id)).await;
-        self.forget_all();
+        self.forget_user(&id);
         let n = n?;
         let event = AuditEvent::new(AuditKind::Revoked).user(Some(&id), Some(username));
         self.audit(event.count(n));

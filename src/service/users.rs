@@ -158,7 +158,7 @@ impl AdvancedToken {
 
     async fn store_password(&self, username: &str, id: i64, hash: &str) -> Result<u64, Error> {
         let revoked = self.db(|s| s.set_password(id, hash)).await;
-        self.forget_all();
+        self.forget_user(&UserId::Int(id));
         let revoked = revoked?.ok_or_else(|| Error::UnknownUser(username.to_owned()))?;
         let event = AuditEvent::new(AuditKind::PasswordChanged);
         self.audit(
@@ -248,7 +248,7 @@ impl AdvancedToken {
         }
         let id = self.user_id(username).await?;
         let found = self.db(|s| s.set_flag(&id, flag, on)).await;
-        self.forget_all();
+        self.forget_user(&id);
         if !found? {
             return Err(Error::UnknownUser(username.to_owned()));
         }
@@ -267,7 +267,7 @@ impl AdvancedToken {
         self.builtin_only("delete_user")?;
         let id = self.builtin_id(username).await?;
         let found = self.db(|s| s.delete_user(id)).await;
-        self.forget_all();
+        self.forget_user(&UserId::Int(id));
         if !found? {
             return Err(Error::UnknownUser(username.to_owned()));
         }

@@ -77,6 +77,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         mysql: include_str!("../../migrations/mysql/0004_revocation_notify.sql"),
     },
     Migration {
+        version: 6,
+        users: Users::Both,
+        description: "revocation log",
+        sqlite: include_str!("../../migrations/sqlite/0006_revocation_log.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_revocation_log.sql"),
+        mysql: include_str!("../../migrations/mysql/0006_revocation_log.sql"),
+    },
+    Migration {
         version: 101,
         users: Users::App,
         description: "tokens of the app's users",

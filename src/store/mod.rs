@@ -186,9 +186,50 @@ pub(crate) struct NewToken<'a> {
     pub keep: u32,
 }
 
+/// What a revoking write revoked: its entry in the revocation log.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Revoked<'a> {
+    /// One token, rotated away (counted by the rotation rate limit).
+    Rotated(&'a UserId, &'a str),
+    /// One token, deleted (`DELETE token/`, `DELETE tokens/<id>`,
+    /// `revoke_token`).
+    Token(&'a UserId, &'a str),
+    /// Every token of one user (logout, a password change, a deactivation,
+    /// an eviction past `max_tokens_per_user`, ...).
+    User(&'a UserId),
+    /// Every token.
+    All,
+}
+
+impl Revoked<'_> {
+    /// The entry's `user_id` and `digest` columns.
+    pub(crate) fn parts(self) -> (Option<String>, Option<String>) {
+        match self {
+            Revoked::Rotated(user, digest) | Revoked::Token(user, digest) => {
+                (Some(user.to_string()), Some(digest.to_owned()))
+            }
+            Revoked::User(user) => (Some(user.to_string()), None),
+            Revoked::All => (None, None),
+        }
+    }
+
+    /// The entry's `kind` column.
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            Revoked::Rotated(..) => "rotate",
+            Revoked::Token(..) => "token",
+            Revoked::User(_) => "user",
+            Revoked::All => "all",
+        }
+    }
+}
+
+/// A revocation log entry, as the poll reads it: `seq`, `user_id`, `digest`.
+pub(crate) type LogEntry = (i64, Option<String>, Option<String>);
+
 /// The crate's tables on one backend. Every method is one transaction (or
-/// one statement); the ones that revoke tokens bump the revocation counter
-/// in the same transaction.
+/// one statement); the ones that revoke tokens log what they revoked in the
+/// same transaction.
 #[rocket::async_trait]
 pub(crate) trait Store: Send + Sync + 'static {
     /// Applies the migrations this database has not seen yet. Safe to run
@@ -248,6 +289,7 @@ pub(crate) trait Store: Send + Sync + 'static {
     async fn rotate_token(
         &self,
         token_id: i64,
+        user_id: &UserId,
         old_digest: &str,
         new_digest: &str,
         now: i64,
@@ -255,26 +297,35 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> Result<bool, sqlx::Error>;
     /// Deletes every token of one user.
     async fn delete_user_tokens(&self, user_id: &UserId) -> Result<u64, sqlx::Error>;
-    /// Deletes one token, of `owner` only when given, and bumps the
-    /// revocation counter in the same transaction; `false` if there is no
-    /// such token (or it is another user's).
+    /// Deletes one token, of `owner` only when given, and logs the
+    /// revocation in the same transaction; whose token it was, `None` if
+    /// there is no such token (or it is another user's).
     async fn revoke_token(
         &self,
         token_id: i64,
         owner: Option<&UserId>,
-    ) -> Result<bool, sqlx::Error>;
+    ) -> Result<Option<UserId>, sqlx::Error>;
     /// Deletes every token.
     async fn delete_all_tokens(&self) -> Result<u64, sqlx::Error>;
     /// Deletes expired tokens.
     async fn purge_expired(&self, now: i64) -> Result<u64, sqlx::Error>;
     /// The metadata of one user's tokens.
     async fn list_tokens(&self, user_id: &UserId) -> Result<Vec<TokenInfo>, sqlx::Error>;
-    /// The revocation counter: it moves whenever a token may have been
-    /// revoked anywhere. A missing counter row is an error, never 0.
-    async fn revocation_counter(&self) -> Result<i64, sqlx::Error>;
-    /// Moves the revocation counter: every instance drops its cache within
-    /// `token_cache_poll` (for changes made outside the crate).
-    async fn bump_revocations(&self) -> Result<(), sqlx::Error>;
+    /// The revocation log's entries of the last `window` seconds (by the
+    /// database's clock, which every instance shares).
+    async fn revocations(&self, window: i64) -> Result<Vec<LogEntry>, sqlx::Error>;
+    /// Deletes log entries older than `keep` seconds.
+    async fn prune_revocations(&self, keep: i64) -> Result<u64, sqlx::Error>;
+    /// Logs that a user changed behind the crate's back: every instance
+    /// reads the user's tokens again.
+    async fn user_changed(&self, user_id: &UserId) -> Result<(), sqlx::Error>;
+    /// The user's rotations in the last `window` seconds: how many, the
+    /// oldest one's time, and the database's time now.
+    async fn recent_rotations(
+        &self,
+        user_id: &UserId,
+        window: i64,
+    ) -> Result<(i64, Option<i64>, i64), sqlx::Error>;
 
     /// Failures since `since` for a username digest and a client IP.
     async fn login_failures(
@@ -343,10 +394,4 @@ where
             other => return other,
         }
     }
-}
-
-/// A revoking write touched no counter row: the row migration 3 creates is
-/// gone, so other instances' caches would never hear of this revocation.
-pub(crate) fn missing_counter() -> sqlx::Error {
-    sqlx::Error::RowNotFound
 }

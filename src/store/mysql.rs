@@ -10,7 +10,7 @@ use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
-    failures, missing_counter, retry, AppTokenTuple, Failures, LoginRow, NewToken, Store,
+    failures, retry, AppTokenTuple, Failures, LogEntry, LoginRow, NewToken, Revoked, Store,
     TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
 };
 use crate::backend::UserId;
@@ -25,16 +25,20 @@ pub(crate) struct MySqlStore {
 
 type Q<'q> = Query<'q, MySql, MySqlArguments>;
 
-const BUMP: &str = "UPDATE advanced_token_revocations SET counter = counter + 1 WHERE id = 1";
-
-/// Bumps the revocation counter inside `conn`'s transaction.
-async fn bump(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
-    let n = conn.execute(BUMP).await?.rows_affected();
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(missing_counter())
-    }
+/// Records a revocation in the log, inside `conn`'s transaction: other
+/// instances drop just what it names from their caches.
+async fn log(conn: &mut MySqlConnection, r: Revoked<'_>) -> Result<(), sqlx::Error> {
+    let (user, digest) = r.parts();
+    sqlx::query(
+        "INSERT INTO advanced_token_revocation_log (user_id, digest, kind, revoked_at) \
+         VALUES (?, ?, ?, UNIX_TIMESTAMP())",
+    )
+    .bind(user)
+    .bind(digest)
+    .bind(r.kind())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 struct MySqlMigrator(sqlx::pool::PoolConnection<sqlx::MySql>);
@@ -153,7 +157,7 @@ impl MySqlStore {
             .await?
             .rows_affected();
         if evicted > 0 {
-            bump(conn).await?;
+            log(conn, Revoked::User(t.user_id)).await?;
         }
         Ok(evicted)
     }
@@ -179,7 +183,7 @@ impl MySqlStore {
         Ok(Some(evicted))
     }
 
-    /// Runs one revoking statement and bumps the counter, in a transaction.
+    /// Runs one revoking statement and logs the revocation, in a transaction.
     async fn revoking(&self, sql: &'static str, user: Option<&UserId>) -> Result<u64, sqlx::Error> {
         retry(|| async {
             let mut tx = self.pool.begin().await?;
@@ -188,7 +192,7 @@ impl MySqlStore {
                 None => sqlx::query(sql),
             };
             let n = query.execute(&mut *tx).await?.rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, user.map_or(Revoked::All, Revoked::User)).await?;
             tx.commit().await?;
             Ok(n)
         })
@@ -279,7 +283,7 @@ impl Store for MySqlStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, Revoked::User(&UserId::Int(user_id))).await?;
             tx.commit().await?;
             Ok(Some(revoked))
         })
@@ -303,7 +307,7 @@ impl Store for MySqlStore {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            bump(&mut tx).await?;
+            log(&mut tx, Revoked::User(user_id)).await?;
             tx.commit().await?;
             Ok(found > 0)
         })
@@ -406,6 +410,7 @@ impl Store for MySqlStore {
     async fn rotate_token(
         &self,
         token_id: i64,
+        user_id: &UserId,
         old_digest: &str,
         new_digest: &str,
         now: i64,
@@ -426,7 +431,7 @@ impl Store for MySqlStore {
             .await?
             .rows_affected();
             if n == 1 {
-                bump(&mut tx).await?;
+                log(&mut tx, Revoked::Rotated(user_id, old_digest)).await?;
             }
             tx.commit().await?;
             Ok(n == 1)
@@ -443,23 +448,37 @@ impl Store for MySqlStore {
         &self,
         token_id: i64,
         owner: Option<&UserId>,
-    ) -> Result<bool, sqlx::Error> {
-        let sql = match owner {
-            Some(_) => "DELETE FROM advanced_token_tokens WHERE id = ? AND user_id = ?",
-            None => "DELETE FROM advanced_token_tokens WHERE id = ?",
+    ) -> Result<Option<UserId>, sqlx::Error> {
+        let find = match owner {
+            Some(_) => {
+                "SELECT CAST(user_id AS CHAR), digest FROM advanced_token_tokens \
+                 WHERE id = ? AND user_id = ? FOR UPDATE"
+            }
+            None => "SELECT CAST(user_id AS CHAR), digest FROM advanced_token_tokens WHERE id = ? FOR UPDATE",
         };
         retry(|| async {
             let mut tx = self.pool.begin().await?;
-            let mut query = sqlx::query(sql).bind(token_id);
+            let mut query = sqlx::query(find).bind(token_id);
             if let Some(id) = owner {
                 query = self.bind_user(query, id);
             }
-            if query.execute(&mut *tx).await?.rows_affected() == 0 {
-                return Ok(false);
+            let Some(row) = query.fetch_optional(&mut *tx).await? else {
+                return Ok(None);
+            };
+            let (user, digest): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let gone = sqlx::query("DELETE FROM advanced_token_tokens WHERE id = ? AND digest = ?")
+                .bind(token_id)
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if gone == 0 {
+                return Ok(None);
             }
-            bump(&mut tx).await?;
+            let user = UserId::from_stored(user);
+            log(&mut tx, Revoked::Token(&user, &digest)).await?;
             tx.commit().await?;
-            Ok(true)
+            Ok(Some(user))
         })
         .await
     }
@@ -494,17 +513,46 @@ impl Store for MySqlStore {
         Ok(rows.into_iter().map(TokenInfo::from).collect())
     }
 
-    async fn revocation_counter(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT counter FROM advanced_token_revocations WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await
+    async fn revocations(&self, window: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, user_id, digest FROM advanced_token_revocation_log \
+             WHERE revoked_at >= UNIX_TIMESTAMP() - ?",
+        )
+        .bind(window)
+        .fetch_all(&self.pool)
+        .await
     }
 
-    async fn bump_revocations(&self) -> Result<(), sqlx::Error> {
+    async fn prune_revocations(&self, keep: i64) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM advanced_token_revocation_log WHERE revoked_at < UNIX_TIMESTAMP() - ?",
+        )
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn user_changed(&self, user_id: &UserId) -> Result<(), sqlx::Error> {
         retry(|| async {
             let mut conn = self.pool.acquire().await?;
-            bump(&mut conn).await
+            log(&mut conn, Revoked::User(user_id)).await
         })
+        .await
+    }
+
+    async fn recent_rotations(
+        &self,
+        user_id: &UserId,
+        window: i64,
+    ) -> Result<(i64, Option<i64>, i64), sqlx::Error> {
+        sqlx::query_as(
+            "SELECT COUNT(*), MIN(revoked_at), UNIX_TIMESTAMP() FROM advanced_token_revocation_log \
+             WHERE user_id = ? AND kind = 'rotate' AND revoked_at > UNIX_TIMESTAMP() - ?",
+        )
+        .bind(user_id.to_string())
+        .bind(window)
+        .fetch_one(&self.pool)
         .await
     }
 
