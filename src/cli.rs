@@ -478,3 +478,75 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
         line(row);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct AppCli {
+        #[command(subcommand)]
+        command: AppCommand,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum AppCommand {
+        Migrate,
+        #[command(subcommand)]
+        Auth(Command),
+    }
+
+    #[derive(Debug, Parser)]
+    struct FlatCli {
+        #[command(subcommand)]
+        command: FlatCommand,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum FlatCommand {
+        Migrate,
+        #[command(flatten)]
+        Auth(Command),
+    }
+
+    #[test]
+    fn an_app_embeds_the_commands() {
+        let cli = AppCli::try_parse_from(["app", "auth", "reset-throttle", "alice"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            AppCommand::Auth(Command::ResetThrottle { .. })
+        ));
+        let cli = FlatCli::try_parse_from(["app", "lock-token", "alice"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            FlatCommand::Auth(Command::LockRotation { .. })
+        ));
+        let cli = FlatCli::try_parse_from(["app", "migrate"]).unwrap();
+        assert!(matches!(cli.command, FlatCommand::Migrate));
+    }
+
+    #[test]
+    fn an_apps_admin_binary_needs_a_command_and_has_no_serve() {
+        assert!(AdminCli::try_parse_from(["app"]).is_err());
+        assert!(AdminCli::try_parse_from(["app", "serve"]).is_err());
+        assert!(AdminCli::try_parse_from(["app", "unlock-token", "alice"]).is_ok());
+        // The crate's own binary serves by default.
+        assert!(BinCli::try_parse_from(["advanced-token"])
+            .unwrap()
+            .command
+            .is_none());
+        assert!(matches!(
+            BinCli::try_parse_from(["advanced-token", "serve"])
+                .unwrap()
+                .command,
+            Some(BinCommand::Serve)
+        ));
+    }
+
+    #[test]
+    fn times_are_iso_8601_utc() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso(1_795_960_800), "2026-11-29T14:00:00Z");
+        assert_eq!(time(None), "never");
+    }
+}
