@@ -312,3 +312,69 @@ pub async fn error_bodies_can_be_shaped(db: TestDb) {
         "Unable to log in with provided credentials."
     );
 }
+
+/// With the app's own users table: the session routes and the lookups go
+/// through the app's users.
+pub async fn sessions_and_lookups_with_the_apps_users(db: TestDb) {
+    db.exec(
+        "CREATE TABLE app_users (id BIGINT PRIMARY KEY, email VARCHAR(200) NOT NULL, \
+         password_hash VARCHAR(300) NOT NULL, active BOOLEAN NOT NULL)",
+    )
+    .await;
+    let settings = json!({
+        "token_cache": false,
+        "users": {"table": "app_users", "login": "email", "password_hash": "password_hash", "active": "active"},
+    });
+    let client = client(&db, settings).await;
+    let at = at(&client);
+    let hash = at.hash_password(PW).await.unwrap();
+    for (id, email) in [(7, "a@example.com"), (8, "b@example.com")] {
+        db.exec(&format!(
+            "INSERT INTO app_users (id, email, password_hash, active) VALUES ({id}, '{email}', '{hash}', TRUE)"
+        ))
+        .await;
+    }
+    let a1 = login(&client, "a@example.com", PW).await;
+    let a2 = login(&client, "a@example.com", PW).await;
+    let b1 = login(&client, "b@example.com", PW).await;
+    let res = client
+        .get("/auth/tokens/")
+        .header(auth(&a1))
+        .dispatch()
+        .await;
+    let list = body_json(res).await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let bob_id = at.list_tokens("b@example.com").await.unwrap()[0].id;
+    let res = client
+        .delete(format!("/auth/tokens/{bob_id}/"))
+        .header(auth(&a1))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::NotFound);
+    let res = client
+        .delete("/auth/token/")
+        .header(auth(&a2))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(check(&client, &a2).await, Status::Unauthorized);
+    assert_eq!(check(&client, &a1).await, Status::Ok);
+    assert_eq!(check(&client, &b1).await, Status::Ok);
+
+    let user = at.user_by_id(7).await.unwrap().unwrap();
+    assert_eq!(user.username, "a@example.com");
+    assert!(user.is_active && user.app.is_some() && user.info.is_none());
+    let user = at.user_by_username("b@example.com").await.unwrap().unwrap();
+    assert_eq!(user.id, 8);
+    assert!(at.user_by_id(9).await.unwrap().is_none());
+    assert!(at.verify_password("a@example.com", PW).await.unwrap());
+    assert!(!at
+        .verify_password("a@example.com", "wrong password")
+        .await
+        .unwrap());
+    // The crate's own table calls are refused, with a clear message.
+    assert!(matches!(
+        at.create_user_with_hash("c@example.com", &hash).await,
+        Err(Error::Config(_))
+    ));
+}

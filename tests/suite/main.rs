@@ -97,6 +97,7 @@ macro_rules! all_behaviour_tests {
             audit_events_name_ids_never_secrets,
             app_responses_are_never_rewritten,
             error_bodies_can_be_shaped,
+            sessions_and_lookups_with_the_apps_users,
         );
     };
 }
