@@ -84,12 +84,17 @@ impl AdvancedToken {
     /// limit it gives [`Error::Throttled`] without checking), but it is
     /// never [`Error::LoginFailed`].
     ///
-    /// ```rust,no_run
-    /// # async fn f(at: &rocket_advanced_token::AdvancedToken) -> Result<(), rocket_advanced_token::Error> {
-    /// if !at.verify_password("alice", "correct horse battery staple").await? {
-    ///     // answer 403 "wrong password"
-    /// }
-    /// # Ok(()) }
+    /// ```rust
+    /// # rocket::async_test(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    /// # let figment = rocket::Config::figment().merge(("databases.advanced_token.url", url));
+    /// # let at = rocket_advanced_token::AdvancedToken::connect(&figment).await?;
+    /// at.create_user("alice", "correct horse battery staple").await?;
+    /// assert!(at.verify_password("alice", "correct horse battery staple").await?);
+    /// assert!(!at.verify_password("alice", "wrong password").await?);
+    /// assert!(!at.verify_password("nobody", "correct horse battery staple").await?);
+    /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
     /// ```
     pub async fn verify_password(&self, username: &str, password: &str) -> Result<bool, Error> {
         self.verify_password_from(username, password, None).await
@@ -119,10 +124,22 @@ impl AdvancedToken {
     /// forgotten, so it may log in again at once. (Failures counted per
     /// client IP are kept.) `set_password` and `activate_user` do this too.
     ///
-    /// ```rust,no_run
-    /// # async fn f(at: &rocket_advanced_token::AdvancedToken) -> Result<(), rocket_advanced_token::Error> {
+    /// ```rust
+    /// # rocket::async_test(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    /// # let figment = rocket::Config::figment().merge(("databases.advanced_token.url", url));
+    /// # let at = rocket_advanced_token::AdvancedToken::connect(&figment).await?;
+    /// # use rocket_advanced_token::Error;
+    /// at.create_user("alice", "correct horse battery staple").await?;
+    /// for _ in 0..5 {
+    ///     at.verify_password("alice", "wrong password").await?;
+    /// }
+    /// let locked = at.verify_password("alice", "correct horse battery staple").await;
+    /// assert!(matches!(locked, Err(Error::Throttled(_))));
     /// at.reset_throttle("alice").await?;
-    /// # Ok(()) }
+    /// assert!(at.verify_password("alice", "correct horse battery staple").await?);
+    /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
     /// ```
     pub async fn reset_throttle(&self, username: &str) -> Result<(), Error> {
         let digest = token::digest(username);

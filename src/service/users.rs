@@ -64,11 +64,18 @@ impl AdvancedToken {
     /// format is upgraded to argon2id at the user's first login). A hash in
     /// no known format is [`Error::InvalidInput`]. For importing users.
     ///
-    /// ```rust,no_run
-    /// # async fn f(at: &rocket_advanced_token::AdvancedToken) -> Result<(), rocket_advanced_token::Error> {
-    /// let django = "pbkdf2_sha256$870000$salt$base64hash=";
-    /// let id = at.create_user_with_hash("alice", django).await?;
-    /// # Ok(()) }
+    /// ```rust
+    /// # rocket::async_test(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    /// # let figment = rocket::Config::figment().merge(("databases.advanced_token.url", url));
+    /// # let at = rocket_advanced_token::AdvancedToken::connect(&figment).await?;
+    /// // A bcrypt hash of "U*U*" from another system: it logs in as is.
+    /// let bcrypt = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.VGOzA784oUp/Z0DY336zx7pLYAy0lwK";
+    /// at.create_user_with_hash("alice", bcrypt).await?;
+    /// assert!(at.verify_password("alice", "U*U*").await?);
+    /// assert!(at.create_user_with_hash("bob", "not a hash").await.is_err());
+    /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
     /// ```
     pub async fn create_user_with_hash(&self, username: &str, hash: &str) -> Result<i64, Error> {
         self.builtin_only("create_user_with_hash")?;
@@ -109,10 +116,15 @@ impl AdvancedToken {
     /// rule ([`TokenFairing::password_policy`](crate::TokenFairing::password_policy)).
     /// [`Error::WeakPassword`] (or [`Error::InvalidInput`]) says why not.
     ///
-    /// ```rust,no_run
-    /// # async fn f(at: &rocket_advanced_token::AdvancedToken) {
-    /// assert!(at.check_password_policy("pw").is_err());
-    /// # }
+    /// ```rust
+    /// # rocket::async_test(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    /// # let figment = rocket::Config::figment().merge(("databases.advanced_token.url", url));
+    /// # let at = rocket_advanced_token::AdvancedToken::connect(&figment).await?;
+    /// assert!(at.check_password_policy("pw").is_err()); // under 8 characters
+    /// assert!(at.check_password_policy("correct horse").is_ok());
+    /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
     /// ```
     pub fn check_password_policy(&self, password: &str) -> Result<(), Error> {
         validate_password(password)?;
@@ -202,10 +214,18 @@ impl AdvancedToken {
 
     /// The user with this login name; `None` if there is none.
     ///
-    /// ```rust,no_run
-    /// # async fn f(at: &rocket_advanced_token::AdvancedToken) -> Result<(), rocket_advanced_token::Error> {
-    /// let active = at.user_by_username("alice").await?.is_some_and(|u| u.is_active);
-    /// # Ok(()) }
+    /// ```rust
+    /// # rocket::async_test(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    /// # let figment = rocket::Config::figment().merge(("databases.advanced_token.url", url));
+    /// # let at = rocket_advanced_token::AdvancedToken::connect(&figment).await?;
+    /// let id = at.create_user("alice", "correct horse battery staple").await?;
+    /// let alice = at.user_by_username("alice").await?.expect("alice exists");
+    /// assert_eq!(alice.id, id);
+    /// assert!(alice.is_active);
+    /// assert!(at.user_by_username("nobody").await?.is_none());
+    /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
     /// ```
     pub async fn user_by_username(&self, username: &str) -> Result<Option<User>, Error> {
         match self.user_id(username).await {
