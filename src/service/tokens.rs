@@ -327,9 +327,10 @@ impl AdvancedToken {
         if !self.config().allow_logout {
             return Err(Error::LogoutDisabled);
         }
-        self.revoke_own_token(user, user.token_id)
-            .await
-            .map_err(|_| Error::InvalidToken)
+        match self.revoke_own_token(user, user.token_id).await {
+            Err(Error::TokenNotFound) => Err(Error::InvalidToken),
+            other => other,
+        }
     }
 
     /// The tokens of the user `user` is (`GET tokens/`): id, created, last
