@@ -36,6 +36,11 @@
 //! }
 //! ```
 //!
+//! To apply the app's password policy, audit hook or users backend, open
+//! the handle with the app's fairing instead:
+//! `AdvancedToken::fairing().password_policy(..).connect(&figment)` (see
+//! [`TokenFairing::connect`](crate::TokenFairing::connect)).
+//!
 //! Or, for a binary that is only the admin commands,
 //! [`run_cli()`](crate::run_cli) (it never starts a server).
 

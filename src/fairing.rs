@@ -5,6 +5,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
+use rocket::figment::Figment;
 use rocket::http::{ContentType, Status};
 use rocket::{Build, Orbit, Request, Response, Rocket};
 
@@ -60,7 +61,7 @@ impl TokenFairing {
     /// [`Error::WeakPassword`] (400), in `create_user`, `set_password`,
     /// `hash_password` and the command line (when run through
     /// [`cli::run_command`](crate::cli::run_command) on a handle from this
-    /// fairing).
+    /// fairing, or from [`TokenFairing::connect`]).
     ///
     /// ```rust,no_run
     /// use rocket_advanced_token::AdvancedToken;
@@ -79,6 +80,36 @@ impl TokenFairing {
     ) -> Self {
         self.policy = Some(Arc::new(rule));
         self
+    }
+
+    /// Opens the database outside Rocket, as this fairing would at launch:
+    /// with its [`users`](TokenFairing::users) backend, password policy and
+    /// audit hook, but no server tasks. For an app's admin command line, so
+    /// that [`cli::run_command`](crate::cli::run_command) obeys the app's
+    /// rules. (It opens a pool of its own, from `databases.<database>`.)
+    ///
+    /// ```rust,no_run
+    /// use rocket_advanced_token::AdvancedToken;
+    ///
+    /// # async fn f() -> Result<(), rocket_advanced_token::Error> {
+    /// let fairing = AdvancedToken::fairing().password_policy(|pw| match pw.len() >= 12 {
+    ///     true => Ok(()),
+    ///     false => Err("use at least 12 characters".into()),
+    /// });
+    /// let at = fairing.connect(&rocket::Config::figment()).await?;
+    /// at.create_user("alice", "correct horse battery staple").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(&self, figment: &Figment) -> Result<AdvancedToken, Error> {
+        let opts = Options {
+            clock: self.clock.clone(),
+            users: self.users.clone(),
+            pool: None,
+            serve: false,
+            audit: self.audit.clone(),
+            policy: self.policy.clone(),
+        };
+        AdvancedToken::open(figment, opts).await
     }
 
     /// Shapes the JSON body of every error the crate answers with (its

@@ -173,6 +173,16 @@ pub async fn password_policy(db: TestDb) {
     at.create_user("bob", "twelve chars 1").await.unwrap();
     // Existing passwords keep working.
     login(&client, "alice", "eight ch").await;
+
+    // The same rules outside Rocket (an app's admin command line).
+    let fairing = AdvancedToken::fairing().password_policy(|_| Err("never.".into()));
+    let admin = fairing.connect(&db.figment(json!({}))).await.unwrap();
+    let e = admin
+        .create_user("carol", "long enough 1")
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "This password is not allowed: never.");
+    admin.close().await;
 }
 
 pub async fn audit_events_name_ids_never_secrets(db: TestDb) {
