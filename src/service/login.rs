@@ -60,8 +60,10 @@ impl AdvancedToken {
         ip: Option<IpAddr>,
     ) -> Result<String, Error> {
         let result = self.attempt(username, password, ip, Then::Issue).await;
+        let mut token_id = None;
         let event = match &result {
-            Ok((id, _)) => {
+            Ok((id, token)) => {
+                token_id = self.audited_token_id(token).await;
                 AuditEvent::new(AuditKind::LoginSucceeded).user(Some(id), Some(username))
             }
             Err(Error::LoginFailed) => {
@@ -72,8 +74,22 @@ impl AdvancedToken {
             }
             Err(_) => return result.map(|r| r.1),
         };
-        self.audit(event.token(None, ip));
+        self.audit(event.token(token_id, ip));
         result.map(|r| r.1)
+    }
+
+    /// The id of a token just issued, for its audit event: one indexed
+    /// read, made only when someone listens (the audit log target is on,
+    /// or the app has a hook).
+    async fn audited_token_id(&self, token: &str) -> Option<i64> {
+        if !self.audit_wanted() {
+            return None;
+        }
+        let digest = token::digest(token);
+        match self.db(|s| s.find_token(&digest)).await {
+            Ok(row) => row.map(|r| r.token_id),
+            Err(_) => None,
+        }
     }
 
     /// Whether `password` is `username`'s password, without issuing a token:

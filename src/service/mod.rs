@@ -315,6 +315,13 @@ impl AdvancedToken {
         logged
     }
 
+    /// Whether audit events go anywhere: the log target is enabled, or
+    /// the app has a hook.
+    fn audit_wanted(&self) -> bool {
+        self.inner.audit.is_some()
+            || log::log_enabled!(target: crate::audit::AUDIT_TARGET, log::Level::Info)
+    }
+
     /// Logs an audit event and hands it to the app's hook.
     fn audit(&self, event: AuditEvent) {
         emit(self.inner.audit.as_ref(), event);

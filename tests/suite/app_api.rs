@@ -239,6 +239,9 @@ pub async fn audit_events_name_ids_never_secrets(db: TestDb) {
         ]
     );
     assert_eq!(events[1].user_id, Some(id.into()));
+    // The login names its token; the rotation keeps the token's id.
+    assert!(events[1].token_id.is_some());
+    assert_eq!(events[3].token_id, events[1].token_id);
     assert_eq!(events[2].ip, Some(ip.ip()), "{:?}", events[2]);
     assert!(events[3].token_id.is_some());
     assert_eq!(events[3].ip, Some(ip.ip()));
