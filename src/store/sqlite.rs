@@ -219,16 +219,21 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Option<i64>, sqlx::Error> {
         // `ON CONFLICT DO NOTHING` rather than a failing INSERT: a taken
-        // username is an answer, not an error.
-        sqlx::query_scalar(
+        // username is an answer, not an error. Not `RETURNING id` with
+        // `fetch_optional`: sqlx 0.7 stops stepping the statement after the
+        // row, which leaves SQLite's implicit transaction open, so the new
+        // user was not yet committed when the next query (the login) ran on
+        // another connection.
+        let done = sqlx::query(
             "INSERT INTO advanced_token_users (username, password_hash, is_active, rotation_locked, created_at) \
-             VALUES (?1, ?2, TRUE, FALSE, ?3) ON CONFLICT (username) DO NOTHING RETURNING id",
+             VALUES (?1, ?2, TRUE, FALSE, ?3) ON CONFLICT (username) DO NOTHING",
         )
         .bind(name)
         .bind(hash)
         .bind(now)
-        .fetch_optional(&self.pool)
-        .await
+        .execute(&self.pool)
+        .await?;
+        Ok((done.rows_affected() == 1).then(|| done.last_insert_rowid()))
     }
 
     async fn find_user(&self, name: &str) -> Result<Option<LoginRow>, sqlx::Error> {

@@ -93,9 +93,10 @@ pub(crate) fn on_postgres(pool: sqlx::PgPool, t: &UsersTable) -> Arc<dyn UserBac
     let d = Dialect {
         quote: '"',
         param: |n| format!("${n}"),
+        // Read as the types the crate decodes (an `INTEGER` key is int4).
         id_select: |id, ty| match ty {
-            IdType::Uuid => format!("{id}::text"),
-            _ => id.to_owned(),
+            IdType::Integer => format!("{id}::bigint"),
+            IdType::Uuid | IdType::Text => format!("{id}::text"),
         },
         id_param: |n, ty| match ty {
             IdType::Uuid => format!("${n}::uuid"),

@@ -2,11 +2,15 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rocket::http::Status;
 use serde_json::{json, Value};
 
-use crate::common::{check, client, login, login_raw, Backend, TestDb};
+use crate::common::{
+    check, client, client_with_clock, login, login_raw, wait_with_deadline, Backend, FakeClock,
+    OutputWithin, TestDb, PROCESS_DEADLINE,
+};
 
 struct Run {
     code: i32,
@@ -14,14 +18,21 @@ struct Run {
     stderr: String,
 }
 
+/// How long one command may take before the test fails.
+const CLI_DEADLINE: Duration = Duration::from_secs(60);
+
 fn cli(db: &TestDb, settings: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    cli_url(&db.url, settings, args, stdin)
+}
+
+fn cli_url(url: &str, settings: &str, args: &[&str], stdin: Option<&str>) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_advanced-token"));
     cmd.args(args)
         .current_dir(dir.path())
         .env(
             "ROCKET_DATABASES",
-            format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
+            format!("{{advanced_token={{url=\"{url}\"}}}}"),
         )
         .env("ROCKET_ADVANCED_TOKEN", settings)
         .env("ROCKET_LOG_LEVEL", "critical")
@@ -41,7 +52,7 @@ fn cli(db: &TestDb, settings: &str, args: &[&str], stdin: Option<&str>) -> Run {
             .write_all(input.as_bytes())
             .unwrap();
     }
-    let out = child.wait_with_output().unwrap();
+    let out = wait_with_deadline(child, CLI_DEADLINE);
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -49,9 +60,18 @@ fn cli(db: &TestDb, settings: &str, args: &[&str], stdin: Option<&str>) -> Run {
     }
 }
 
-/// Runs a command on `db` and fails the test unless it succeeds.
-pub fn run_cli_ok(db: &TestDb, args: &[&str]) -> String {
-    ok(cli(db, "{}", args, None))
+/// Runs a command on `db` and fails the test unless it succeeds. The
+/// process runs on a blocking thread, so the test's runtime (the cache poll,
+/// the PostgreSQL listener, request handlers) keeps running meanwhile.
+pub async fn run_cli_ok(db: &TestDb, args: &[&str]) -> String {
+    let url = db.url.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    rocket::tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(cli_url(&url, "{}", &args, None))
+    })
+    .await
+    .unwrap()
 }
 
 fn ok(run: Run) -> String {
@@ -80,9 +100,13 @@ fn user_error(run: Run, needle: &str) {
     assert!(!run.stderr.contains("panicked"));
 }
 
-#[rocket::async_test]
-async fn users_and_passwords() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn users_and_passwords() {
+    crate::common::run(users_and_passwords_body())
+}
+
+async fn users_and_passwords_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     let out = ok(cli(
         &db,
         "{}",
@@ -181,9 +205,13 @@ async fn users_and_passwords() {
     }
 }
 
-#[rocket::async_test]
-async fn tokens_and_listings() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn tokens_and_listings() {
+    crate::common::run(tokens_and_listings_body())
+}
+
+async fn tokens_and_listings_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     ok(cli(
         &db,
         "{}",
@@ -266,28 +294,47 @@ async fn tokens_and_listings() {
     assert_eq!(check(&client, &b1).await, Status::Unauthorized);
 }
 
-#[rocket::async_test]
-async fn purge_expired_prints_the_count() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn purge_expired_prints_the_count() {
+    crate::common::run(purge_expired_prints_the_count_body())
+}
+
+async fn purge_expired_prints_the_count_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     ok(cli(
         &db,
         "{}",
         &["create-user", "alice", "--password", "pw-long-enough"],
         None,
     ));
-    let client = client(&db, json!({"token_ttl": 2})).await;
-    login(&client, "alice", "pw-long-enough").await;
-    login(&client, "alice", "pw-long-enough").await;
-    let out = ok(cli(&db, "{token_ttl=2}", &["purge-expired"], None));
-    assert!(out.contains("Purged 0"), "{out}");
-    std::thread::sleep(std::time::Duration::from_millis(2200));
-    let out = ok(cli(&db, "{token_ttl=2}", &["purge-expired"], None));
+    // Two tokens issued an hour ago (a clock set back by hand) with a
+    // 100 s TTL: expired by the real clock the command line uses. And one
+    // issued now, which must survive.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let clock = FakeClock::new();
+    clock.advance(now - 3600 - clock.now());
+    let past = client_with_clock(&db, json!({"token_ttl": 100}), &clock).await;
+    login(&past, "alice", "pw-long-enough").await;
+    login(&past, "alice", "pw-long-enough").await;
+    let client = client(&db, json!({"token_ttl": 100})).await;
+    let live = login(&client, "alice", "pw-long-enough").await;
+    let out = ok(cli(&db, "{token_ttl=100}", &["purge-expired"], None));
     assert!(out.contains("Purged 2"), "{out}");
+    let out = ok(cli(&db, "{token_ttl=100}", &["purge-expired"], None));
+    assert!(out.contains("Purged 0"), "{out}");
+    assert_eq!(check(&client, &live).await, Status::Ok);
 }
 
-#[rocket::async_test]
-async fn bad_arguments_and_config() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn bad_arguments_and_config() {
+    crate::common::run(bad_arguments_and_config_body())
+}
+
+async fn bad_arguments_and_config_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     let run = cli(&db, "{}", &["no-such-command"], None);
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("Usage"), "{}", run.stderr);
@@ -324,8 +371,7 @@ async fn bad_arguments_and_config() {
             "ROCKET_DATABASES",
             "{advanced_token={url=\"postgres://u:hunter2@127.0.0.1:1/x\",connect_timeout=1}}",
         )
-        .output()
-        .unwrap();
+        .output_within(PROCESS_DEADLINE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -353,8 +399,7 @@ fn revoke_all_without_force_touches_no_database() {
                 format!("{{advanced_token={{url=\"{url}\"}}}}"),
             )
             .env("ROCKET_LOG_LEVEL", "critical")
-            .output()
-            .unwrap();
+            .output_within(PROCESS_DEADLINE);
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("--force"), "{stderr}");
@@ -363,9 +408,13 @@ fn revoke_all_without_force_touches_no_database() {
     assert!(!file.exists(), "the SQLite file was created");
 }
 
-#[rocket::async_test]
-async fn rotation_locks_throttle_resets_and_single_revocations() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn rotation_locks_throttle_resets_and_single_revocations() {
+    crate::common::run(rotation_locks_throttle_resets_and_single_revocations_body())
+}
+
+async fn rotation_locks_throttle_resets_and_single_revocations_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     ok(cli(
         &db,
         "{}",

@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rocket::figment::Figment;
 use rocket::http::{ContentType, Header, Status};
@@ -58,24 +59,33 @@ fn with_database(url: &str, db: &str) -> String {
 }
 
 impl TestDb {
-    /// A fresh database, or `None` when the backend's server is not
-    /// configured (its variable unset). A configured but unreachable server
-    /// fails the test.
-    pub async fn new(backend: Backend) -> Option<TestDb> {
+    /// A fresh database. For PostgreSQL and MySQL the server comes from
+    /// the backend's variable; tests of those backends are marked ignored
+    /// at build time when it is unset (see `build.rs`), so reaching here
+    /// without it is a failure, and so is an unreachable server.
+    pub async fn new(backend: Backend) -> TestDb {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}/test.sqlite?mode=rwc", dir.path().display());
-                Some(TestDb {
+                TestDb {
                     backend,
                     url,
                     _dir: Some(dir),
                     drop_sql: None,
-                })
+                }
             }
             Backend::Postgres | Backend::MySql => {
                 let var = backend.env_var().unwrap();
-                let server = std::env::var(var).ok().filter(|v| !v.is_empty())?;
+                let server = std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{var} is not set, but this test was built to run (it was set at \
+                             build time): set it, or rebuild without it to skip these tests"
+                        )
+                    });
                 let name = unique_name();
                 let quoted = if backend == Backend::Postgres {
                     format!("\"{name}\"")
@@ -90,12 +100,12 @@ impl TestDb {
                 } else {
                     format!("DROP DATABASE IF EXISTS {quoted}")
                 };
-                Some(TestDb {
+                TestDb {
                     backend,
                     url: with_database(&server, &name),
                     _dir: None,
                     drop_sql: Some((server, drop)),
-                })
+                }
             }
         }
     }
@@ -183,6 +193,103 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` (one `BIGINT` result, e.g. a `COUNT(*)`) over and over on
+    /// one connection of its own until `stop` is set; returns the largest
+    /// value seen and how many samples were taken. For watching an
+    /// invariant *while* concurrent requests run, not only after.
+    pub fn sample_max(
+        &self,
+        sql: &'static str,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> rocket::tokio::task::JoinHandle<(i64, u64)> {
+        let (backend, url) = (self.backend, self.url.clone());
+        rocket::tokio::spawn(async move {
+            macro_rules! sample {
+                ($conn:ty) => {{
+                    let mut c: $conn = sqlx::Connection::connect(&url).await.unwrap();
+                    let (mut max, mut n) = (i64::MIN, 0u64);
+                    loop {
+                        let done = stop.load(Ordering::SeqCst);
+                        let v: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap();
+                        max = max.max(v);
+                        n += 1;
+                        if done {
+                            break (max, n);
+                        }
+                    }
+                }};
+            }
+            match backend {
+                Backend::Sqlite => sample!(sqlx::SqliteConnection),
+                Backend::Postgres => sample!(sqlx::PgConnection),
+                Backend::MySql => sample!(sqlx::MySqlConnection),
+            }
+        })
+    }
+
+    /// Every value of every column of every table in this test's database,
+    /// each cast to text by the database itself (tables listed from the
+    /// catalog). A value that cannot be read as text fails the test rather
+    /// than being skipped.
+    pub async fn dump_everything(&self) -> Vec<(String, String, String)> {
+        let list = match self.backend {
+            Backend::Sqlite => {
+                "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+                 WHERE m.type = 'table'"
+            }
+            Backend::Postgres => {
+                "SELECT table_name::text, column_name::text FROM information_schema.columns \
+                 WHERE table_schema = 'public'"
+            }
+            Backend::MySql => {
+                "SELECT CAST(table_name AS CHAR), CAST(column_name AS CHAR) \
+                 FROM information_schema.columns WHERE table_schema = DATABASE()"
+            }
+        };
+        let columns = self.query_strings(list).await;
+        assert!(!columns.is_empty(), "no tables found in the catalog");
+        let cast = if self.backend == Backend::MySql {
+            "CHAR"
+        } else {
+            "TEXT"
+        };
+        let quote = |n: &str| {
+            if self.backend == Backend::MySql {
+                format!("`{n}`")
+            } else {
+                format!("\"{n}\"")
+            }
+        };
+        let mut out = Vec::new();
+        for row in columns {
+            let (table, column) = (row[0].clone().unwrap(), row[1].clone().unwrap());
+            let sql = format!(
+                "SELECT CAST({} AS {cast}) FROM {}",
+                quote(&column),
+                quote(&table)
+            );
+            macro_rules! cells {
+                ($conn:ty) => {{
+                    let mut c: $conn = sqlx::Connection::connect(&self.url).await.unwrap();
+                    let rows: Vec<Option<String>> = sqlx::query_scalar(&sql)
+                        .fetch_all(&mut c)
+                        .await
+                        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    rows
+                }};
+            }
+            let cells = match self.backend {
+                Backend::Sqlite => cells!(sqlx::SqliteConnection),
+                Backend::Postgres => cells!(sqlx::PgConnection),
+                Backend::MySql => cells!(sqlx::MySqlConnection),
+            };
+            for cell in cells.into_iter().flatten() {
+                out.push((table.clone(), column.clone(), cell));
+            }
+        }
+        out
+    }
+
     /// How many rows a table has.
     pub async fn count(&self, table: &str) -> i64 {
         let rows = self
@@ -209,17 +316,127 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((server, sql)) = self.drop_sql.take() {
             // Drop runs inside the test's runtime: clean up on a thread of its own.
-            let _ = std::thread::spawn(move || {
+            let result = std::thread::spawn(move || {
                 let rt = rocket::tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
-                if let Err(e) = rt.block_on(admin_exec(&server, &sql)) {
-                    eprintln!("warning: could not drop a test database: {e}");
-                }
+                rt.block_on(async {
+                    rocket::tokio::time::timeout(Duration::from_secs(60), admin_exec(&server, &sql))
+                        .await
+                        .map_err(|_| "timed out after 60 s".to_owned())?
+                        .map_err(|e| e.to_string())
+                })
             })
-            .join();
+            .join()
+            .unwrap_or_else(|_| Err("the cleanup thread panicked".to_owned()));
+            if let Err(e) = result {
+                // A database left behind fails the test (unless it is
+                // already failing: a second panic would abort the run).
+                if std::thread::panicking() {
+                    eprintln!("could not drop a test database: {e}");
+                } else {
+                    panic!("could not drop a test database: {e}");
+                }
+            }
         }
+    }
+}
+
+/// How long any one test may run before it fails instead of hanging.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Runs a test body on a multi-threaded runtime (4 workers, whatever the
+/// number of cores), so tasks it spawns — and Rocket's own, such as the
+/// cache poll and the PostgreSQL listener — run in parallel, not
+/// interleaved on one worker. The body fails after [`TEST_DEADLINE`].
+pub fn run<F: std::future::Future>(body: F) -> F::Output {
+    let rt = rocket::tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let out = rt.block_on(async {
+        rocket::tokio::time::timeout(TEST_DEADLINE, body)
+            .await
+            .unwrap_or_else(|_| panic!("the test did not finish within {TEST_DEADLINE:?}"))
+    });
+    rt.shutdown_timeout(Duration::from_secs(5));
+    out
+}
+
+/// Polls `cond` until it holds; fails after `deadline`.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !cond().await {
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        rocket::tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How long a command-line process may run in a test.
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `Command::output` with a deadline: the process is killed and the test
+/// fails if it runs past `deadline`.
+pub trait OutputWithin {
+    fn output_within(&mut self, deadline: Duration) -> std::process::Output;
+}
+
+impl OutputWithin for std::process::Command {
+    fn output_within(&mut self, deadline: Duration) -> std::process::Output {
+        use std::process::Stdio;
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a process");
+        wait_with_deadline(child, deadline)
+    }
+}
+
+/// Waits for a child process with a deadline (killing it when the deadline
+/// passes) and collects its output.
+pub fn wait_with_deadline(
+    mut child: std::process::Child,
+    deadline: Duration,
+) -> std::process::Output {
+    use std::io::Read;
+    fn reader<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let out = reader(child.stdout.take());
+    let err = reader(child.stderr.take());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for a child") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a child process did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
 }
 
@@ -269,6 +486,22 @@ fn twice(a: Result<AuthUser, Error>, b: Result<AuthUser, Error>) -> Json<Value> 
     Json(json!([show(a), show(b)]))
 }
 
+/// A handler that answers 401 itself, with its own `WWW-Authenticate`.
+#[derive(rocket::Responder)]
+#[response(status = 401, content_type = "plain")]
+struct Own401 {
+    body: &'static str,
+    challenge: Header<'static>,
+}
+
+#[get("/own401")]
+fn own401(_user: Option<AuthUser>) -> Own401 {
+    Own401 {
+        body: "the handler's own 401",
+        challenge: Header::new("WWW-Authenticate", "Basic realm=\"app\""),
+    }
+}
+
 /// The app under test: the fairing, the routes at /auth, and guarded
 /// handlers at /api.
 pub fn app(figment: Figment, clock: Option<&FakeClock>) -> Rocket<Build> {
@@ -278,7 +511,7 @@ pub fn app(figment: Figment, clock: Option<&FakeClock>) -> Rocket<Build> {
     };
     fairing
         .mount("/auth", rocket_advanced_token::routes())
-        .mount("/api", routes![hello, maybe, twice])
+        .mount("/api", routes![hello, maybe, twice, own401])
 }
 
 /// A client on a fresh app over `db`, with `settings` as the

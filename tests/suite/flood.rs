@@ -9,7 +9,7 @@ use rocket::tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rocket::tokio::net::TcpStream;
 use serde_json::{json, Value};
 
-use crate::common::{Backend, TestDb};
+use crate::common::{Backend, OutputWithin, TestDb, PROCESS_DEADLINE};
 
 /// argon2id's memory per operation with the crate's parameters.
 const ARGON2_MIB: u64 = 19;
@@ -64,8 +64,26 @@ pub async fn start(db: &TestDb, settings: &str) -> Server {
     server
 }
 
-/// A minimal HTTP/1.1 request; returns the status and the body.
+/// How long one HTTP exchange with a test server may take.
+pub const HTTP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A minimal HTTP/1.1 request; returns the status and the body. Fails the
+/// test after [`HTTP_DEADLINE`] rather than hanging.
 pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String) {
+    rocket::tokio::time::timeout(HTTP_DEADLINE, http_exchange(port, method, path, auth, body))
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{method} {path} on port {port}: no answer within {HTTP_DEADLINE:?}")
+        })
+}
+
+async fn http_exchange(
     port: u16,
     method: &str,
     path: &str,
@@ -99,6 +117,32 @@ pub async fn http(
     (status, body)
 }
 
+/// The threads of a process: (name, nice, CPU ticks used), from
+/// /proc/<pid>/task/*/stat.
+fn threads(pid: u32) -> Vec<(String, i64, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let open = stat.find('(').unwrap();
+        let close = stat.rfind(')').unwrap();
+        let name = stat[open + 1..close].to_owned();
+        // Fields from the third on: state, ppid, ... utime (14), stime
+        // (15), ... nice (19).
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let field = |n: usize| fields[n - 3].parse::<i64>().unwrap();
+        out.push((name, field(19), (field(14) + field(15)) as u64));
+    }
+    out
+}
+
+/// The argon2 threads are named `advanced-token-argon2-N`, which the kernel
+/// shortens to 15 bytes.
+fn is_argon2(name: &str) -> bool {
+    name == "advanced-token-"
+}
+
 /// A field of /proc/<pid>/status, in KiB.
 fn proc_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -110,9 +154,13 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
 }
 
-#[rocket::async_test]
-async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
+    crate::common::run(login_flood_is_bounded_and_does_not_starve_guarded_requests_body())
+}
+
+async fn login_flood_is_bounded_and_does_not_starve_guarded_requests_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     let permits = 2u64;
     let settings =
         format!("{{hash_concurrency={permits},login_throttle=false,max_tokens_per_user=1000}}");
@@ -128,8 +176,7 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
             format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
         )
         .current_dir(tempfile::tempdir().unwrap().path())
-        .output()
-        .unwrap();
+        .output_within(PROCESS_DEADLINE);
     assert!(out.status.success());
     let creds = json!({"username": "alice", "password": "pw-long-enough"});
     let wrong = json!({"username": "alice", "password": "nope"});
@@ -144,6 +191,20 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
         http(port, "POST", "/auth/login/", None, Some(&wrong)).await;
     }
     let baseline = proc_kib(pid, "VmRSS:");
+
+    // argon2 runs on `permits` threads of its own at nice 19, the request
+    // workers at the normal priority: what keeps a flood from starving
+    // guarded requests. (On spawn_blocking threads argon2 would run at
+    // nice 0, the regression BENCHMARKS.md measured.)
+    let before = threads(pid);
+    let argon2: Vec<_> = before.iter().filter(|t| is_argon2(&t.0)).collect();
+    assert_eq!(argon2.len() as u64, permits, "argon2 threads: {before:?}");
+    assert!(
+        argon2.iter().all(|t| t.1 == 19),
+        "not at nice 19: {argon2:?}"
+    );
+    let normal: Vec<_> = before.iter().filter(|t| !is_argon2(&t.0)).collect();
+    assert!(normal.iter().all(|t| t.1 == 0), "not at nice 0: {normal:?}");
 
     // The flood: 300 concurrent logins, one in six with a wrong password.
     let flood_started = Instant::now();
@@ -188,6 +249,24 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests() {
     let flood_ended = Instant::now();
     let flood = flood_ended - flood_started;
     assert_eq!(ok, 250);
+
+    // And the flood's hashing ran on those nice-19 threads: they used most
+    // of the CPU time the server spent during the flood.
+    let after = threads(pid);
+    let cpu = |ts: &[(String, i64, u64)], argon2: bool| -> u64 {
+        ts.iter()
+            .filter(|t| is_argon2(&t.0) == argon2)
+            .map(|t| t.2)
+            .sum()
+    };
+    let hashing = cpu(&after, true) - cpu(&before, true);
+    let rest = cpu(&after, false).saturating_sub(cpu(&before, false));
+    eprintln!("CPU ticks during the flood: argon2 threads {hashing}, other threads {rest}");
+    assert!(
+        hashing > rest,
+        "argon2 threads used {hashing} ticks, the other threads {rest}: \
+         the hashing did not run on the low-priority threads"
+    );
 
     let guarded = guarded.await.unwrap();
     let during: Vec<_> = guarded

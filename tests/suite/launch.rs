@@ -22,9 +22,13 @@ fn assert_fairing_failed(e: &rocket::Error) {
     }
 }
 
-#[rocket::async_test]
-async fn bad_config_aborts_launch() {
-    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+#[test]
+fn bad_config_aborts_launch() {
+    crate::common::run(bad_config_aborts_launch_body())
+}
+
+async fn bad_config_aborts_launch_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
     let bad: [Value; 6] = [
         json!({"bearer_prefix": ""}),
         json!({"bearer_prefix": "To ken"}),
@@ -43,8 +47,12 @@ async fn bad_config_aborts_launch() {
         .unwrap();
 }
 
-#[rocket::async_test]
-async fn bad_database_config_aborts_launch() {
+#[test]
+fn bad_database_config_aborts_launch() {
+    crate::common::run(bad_database_config_aborts_launch_body())
+}
+
+async fn bad_database_config_aborts_launch_body() {
     let base = base_figment().merge(("log_level", "off"));
     // No database at all.
     assert_fairing_failed(
@@ -64,8 +72,12 @@ async fn bad_database_config_aborts_launch() {
     assert_fairing_failed(&launch_error(down).await);
 }
 
-#[rocket::async_test]
-async fn connect_errors_name_the_key_or_host_but_not_the_password() {
+#[test]
+fn connect_errors_name_the_key_or_host_but_not_the_password() {
+    crate::common::run(connect_errors_name_the_key_or_host_but_not_the_password_body())
+}
+
+async fn connect_errors_name_the_key_or_host_but_not_the_password_body() {
     let base = base_figment();
     let e = AdvancedToken::connect(&base.clone().merge(("databases.advanced_token", json!({}))))
         .await
@@ -96,19 +108,75 @@ fn guarded(user: AuthUser) -> String {
     user.username
 }
 
-#[rocket::async_test]
-async fn missing_fairing_is_caught_by_sentinels() {
-    let figment = base_figment().merge(("log_level", "off"));
-    // The crate's routes alone.
+#[test]
+fn missing_fairing_is_caught_by_sentinels() {
+    crate::common::run(missing_fairing_is_caught_by_sentinels_body())
+}
+
+/// Launches without the fairing and checks the abort: the crate's routes
+/// alone, and the guard in an app's own handler.
+async fn missing_fairing_is_caught_by_sentinels_body() {
+    // Rocket's logger is global to the process: log only when run alone as
+    // the child of `missing_fairing_message_says_what_to_do`.
+    let child = std::env::var_os("ADVTOK_LOG_CHILD").is_some();
+    let figment = base_figment()
+        .merge(("log_level", if child { "normal" } else { "off" }))
+        .merge(("cli_colors", false));
     let rocket = rocket::custom(figment.clone()).mount("/auth", rocket_advanced_token::routes());
     match Client::tracked(rocket).await {
-        Err(e) => assert!(matches!(e.kind(), ErrorKind::SentinelAborts(_)), "{e:?}"),
+        Err(e) => match e.kind() {
+            ErrorKind::SentinelAborts(sentries) => assert!(
+                sentries
+                    .iter()
+                    .any(|s| s.type_name.contains("rocket_advanced_token")),
+                "{sentries:?}"
+            ),
+            other => panic!("unexpected launch error: {other:?}"),
+        },
         Ok(_) => panic!("launch without the fairing should abort"),
     }
-    // The guard in an app's own handler.
     let rocket = rocket::custom(figment).mount("/", routes![guarded]);
     match Client::tracked(rocket).await {
-        Err(e) => assert!(matches!(e.kind(), ErrorKind::SentinelAborts(_)), "{e:?}"),
+        Err(e) => match e.kind() {
+            ErrorKind::SentinelAborts(sentries) => {
+                let s = sentries
+                    .iter()
+                    .find(|s| s.type_name.ends_with("AuthUser"))
+                    .unwrap_or_else(|| panic!("{sentries:?}"));
+                assert!(s.location.0.ends_with("launch.rs"), "{:?}", s.location);
+            }
+            other => panic!("unexpected launch error: {other:?}"),
+        },
         Ok(_) => panic!("launch without the fairing should abort"),
     }
+}
+
+/// The message the abort logs. Rocket's logger is global to a process, so
+/// the test above runs again in a child process of this test binary, alone
+/// and with its output to the pipe, and the message is read from there.
+#[test]
+fn missing_fairing_message_says_what_to_do() {
+    use crate::common::{OutputWithin, PROCESS_DEADLINE};
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "launch::missing_fairing_is_caught_by_sentinels",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ADVTOK_LOG_CHILD", "1")
+        .output_within(PROCESS_DEADLINE);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+    assert!(
+        text.contains(
+            "its fairing is not attached: add `.attach(rocket_advanced_token::AdvancedToken::fairing())`"
+        ),
+        "{text}"
+    );
 }

@@ -3,7 +3,59 @@
 //! The behavioural suite (`behaviour.rs`) is instantiated once per backend.
 //! SQLite always runs; PostgreSQL and MySQL/MariaDB run when
 //! `ADVANCED_TOKEN_TEST_POSTGRES` / `ADVANCED_TOKEN_TEST_MYSQL` hold a server
-//! URL (each test creates and drops a database of its own there).
+//! URL (each test creates and drops a database of its own there). Without
+//! them, those tests are reported as *ignored*, with the variable to set
+//! (`build.rs` reads the variables and sets `advtok_test_postgres` /
+//! `advtok_test_mysql`); `cargo test` prints how many.
+
+/// Wraps a test item: for PostgreSQL/MySQL, ignored (with the reason) unless
+/// the backend's variable was set when the tests were built.
+macro_rules! gate {
+    (Sqlite, $($item:tt)*) => { $($item)* };
+    (Postgres, $($item:tt)*) => {
+        #[cfg_attr(
+            not(advtok_test_postgres),
+            ignore = "needs PostgreSQL: set ADVANCED_TOKEN_TEST_POSTGRES (see README, Tests)"
+        )]
+        $($item)*
+    };
+    (MySql, $($item:tt)*) => {
+        #[cfg_attr(
+            not(advtok_test_mysql),
+            ignore = "needs MySQL/MariaDB: set ADVANCED_TOKEN_TEST_MYSQL (see README, Tests)"
+        )]
+        $($item)*
+    };
+}
+
+/// A test for one backend, on the suite's multi-threaded runtime:
+/// `backend_test!(Postgres, fn name() { ... })`.
+macro_rules! backend_test {
+    ($backend:ident, fn $name:ident() $body:block) => {
+        gate!($backend,
+            #[test]
+            fn $name() {
+                crate::common::run(async move $body)
+            }
+        );
+    };
+}
+
+/// Instantiates each named test of a module (`behaviour` when unnamed) for
+/// one backend.
+macro_rules! suite {
+    ($backend:ident: $($name:ident),* $(,)?) => {
+        suite!(behaviour / $backend: $($name),*);
+    };
+    ($module:ident / $backend:ident: $($name:ident),* $(,)?) => {
+        $(
+            backend_test!($backend, fn $name() {
+                let db = crate::common::TestDb::new(crate::common::Backend::$backend).await;
+                crate::$module::$name(db).await
+            });
+        )*
+    };
+}
 
 mod app_api;
 mod behaviour;
@@ -14,31 +66,10 @@ mod instances;
 mod launch;
 mod migrations;
 mod openapi;
+mod own_users;
 mod reliability;
 mod scale_out;
 mod sessions;
-
-/// Instantiates each named behaviour test for one backend.
-macro_rules! suite {
-    ($backend:ident: $($name:ident),* $(,)?) => {
-        suite!(behaviour / $backend: $($name),*);
-    };
-    ($module:ident / $backend:ident: $($name:ident),* $(,)?) => {
-        $(
-            #[rocket::async_test]
-            async fn $name() {
-                match crate::common::TestDb::new(crate::common::Backend::$backend).await {
-                    Some(db) => crate::$module::$name(db).await,
-                    None => eprintln!(
-                        "skipped: set {} to run the {} suite",
-                        crate::common::Backend::$backend.env_var().unwrap_or("?"),
-                        stringify!($backend)
-                    ),
-                }
-            }
-        )*
-    };
-}
 
 /// The list of behaviour tests, written once.
 macro_rules! all_behaviour_tests {
@@ -81,7 +112,9 @@ macro_rules! all_behaviour_tests {
             throttling_holds_across_instances,
             cached_tokens_honour_revocations,
             cache_respects_expiry_and_skips_the_database,
-            postgres_notifies_revocations,
+            ip_header_false_stops_spoofing,
+            own_401_with_www_authenticate_is_left_alone,
+            token_cache_capacity_bounds_the_cache,
         );
         suite!(sessions / $backend:
             sessions_list_and_delete_own_tokens,
@@ -102,14 +135,45 @@ macro_rules! all_behaviour_tests {
     };
 }
 
+/// The tests of an app with its own users table, written once.
+macro_rules! all_own_users_tests {
+    ($backend:ident) => {
+        own_users_suite!($backend:
+            login_and_me_from_the_apps_table,
+            deactivation_in_the_apps_table,
+            old_hashes_upgrade_on_login,
+            an_apps_backend_with_uuid_ids,
+            a_database_keeps_its_mode,
+        );
+    };
+}
+
+macro_rules! own_users_suite {
+    ($backend:ident: $($name:ident),* $(,)?) => {
+        pub mod own_users {
+            $(
+                backend_test!($backend, fn $name() {
+                    let db = crate::common::TestDb::new(crate::common::Backend::$backend).await;
+                    crate::own_users::$name(db).await
+                });
+            )*
+        }
+    };
+}
+
 mod sqlite {
     all_behaviour_tests!(Sqlite);
+    all_own_users_tests!(Sqlite);
 }
 
 mod postgres {
     all_behaviour_tests!(Postgres);
+    all_own_users_tests!(Postgres);
+    // LISTEN/NOTIFY exists on PostgreSQL only.
+    suite!(Postgres: postgres_notifies_revocations);
 }
 
 mod mysql {
     all_behaviour_tests!(MySql);
+    all_own_users_tests!(MySql);
 }

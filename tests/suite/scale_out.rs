@@ -465,7 +465,9 @@ mod galera {
                 &["create-user", u, "--password", "pw-long-enough"],
             );
         }
-        let servers = one_per_node(&db, SETTINGS).await;
+        // Rotations in a tight loop: past the default per-user rate limit.
+        let settings = SETTINGS.replace('}', ",rotation_max_per_minute=100000}");
+        let servers = one_per_node(&db, &settings).await;
         let stop = Arc::new(AtomicBool::new(false));
         let rotators: Vec<_> = servers
             .iter()
