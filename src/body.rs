@@ -1,8 +1,12 @@
 //! The login body: a username and password from a JSON, form-urlencoded or
 //! multipart body, validated the way DRF's `AuthTokenSerializer` does.
 
-use rocket::data::{self, Data, FromData};
+use std::time::Duration;
+
+use rocket::data::{self, ByteUnit, Data, FromData, ToByteUnit};
 use rocket::request::Request;
+use rocket::tokio::io::{self, AsyncReadExt};
+use rocket::tokio::time::timeout;
 use serde_json::Value;
 
 use crate::config::Config;
@@ -36,6 +40,15 @@ fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
+/// The one normalisation of a username the crate applies before looking it
+/// up, in the login route and in [`AdvancedToken::login()`](crate::AdvancedToken::login)
+/// alike: surrounding whitespace is removed, as DRF's `AuthTokenSerializer`
+/// does (`CharField(trim_whitespace=True)`, i.e. Python's `str.strip()`).
+/// Stored usernames never hold whitespace, so nothing else can match.
+pub(crate) fn normalize_username(username: &str) -> &str {
+    username.trim_matches(is_py_space)
+}
+
 impl Credentials {
     /// DRF's field checks: required, not null, a string, not blank. The
     /// username is trimmed (DRF's `CharField` default); the password is not
@@ -48,7 +61,7 @@ impl Credentials {
                 Field::NotString => Err(NOT_STRING),
                 Field::Text(s) => {
                     let s = if trim {
-                        s.trim_matches(is_py_space).to_owned()
+                        normalize_username(&s).to_owned()
                     } else {
                         s
                     };
@@ -145,16 +158,52 @@ impl Credentials {
     }
 }
 
+/// The most of an oversized body read and thrown away before answering 413,
+/// and the longest time spent on it.
+const DRAIN_BYTES: u64 = 8 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// Reads the body, at most `limit` bytes within `within`.
+///
+/// * Not complete within `within`: [`Error::RequestTimeout`] (408), so a
+///   client that sends headers and then trickles its body cannot hold the
+///   connection.
+/// * Over `limit`: [`Error::PayloadTooLarge`] (413), but only after reading
+///   and discarding the rest of the body (up to [`DRAIN_BYTES`] within
+///   [`DRAIN_TIME`]). Answering at once left unread data in the server's
+///   socket when hyper closed it, so the kernel sent a reset that destroyed
+///   the 413 before clients that write their whole body before reading
+///   (Python's http.client, requests) could read it.
+async fn read_body(data: Data<'_>, limit: ByteUnit, within: Duration) -> Result<Vec<u8>, Error> {
+    let max = limit.as_u64();
+    let mut stream = data.open(limit + DRAIN_BYTES.bytes());
+    let mut bytes = Vec::new();
+    let mut head = (&mut stream).take(max + 1);
+    match timeout(within, head.read_to_end(&mut bytes)).await {
+        Err(_) => return Err(Error::RequestTimeout),
+        Ok(Err(e)) => {
+            return Err(Error::BadRequest(format!(
+                "Could not read the request body: {e}"
+            )))
+        }
+        Ok(Ok(_)) if bytes.len() as u64 <= max => return Ok(bytes),
+        Ok(Ok(_)) => {}
+    }
+    // Over the limit: drain what is left, within bounds, then refuse.
+    let _ = timeout(DRAIN_TIME, io::copy(&mut stream, &mut io::sink())).await;
+    Err(Error::PayloadTooLarge)
+}
+
 #[rocket::async_trait]
 impl<'r> FromData<'r> for Credentials {
     type Error = Error;
 
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
         let fail = |e: Error| data::Outcome::Error((e.status(), e));
-        let limit = req
-            .rocket()
-            .state::<Config>()
-            .map_or_else(|| Config::default().body_limit, |c| c.body_limit);
+        let (limit, body_timeout) = req.rocket().state::<Config>().map_or_else(
+            || (Config::default().body_limit, Config::default().body_timeout),
+            |c| (c.body_limit, c.body_timeout),
+        );
 
         enum Kind {
             Json,
@@ -184,14 +233,9 @@ impl<'r> FromData<'r> for Credentials {
             Some(ct) => return fail(Error::UnsupportedMediaType(ct.media_type().to_string())),
         };
 
-        let bytes = match data.open(limit).into_bytes().await {
-            Ok(b) if b.is_complete() => b.into_inner(),
-            Ok(_) => return fail(Error::PayloadTooLarge),
-            Err(e) => {
-                return fail(Error::BadRequest(format!(
-                    "Could not read the request body: {e}"
-                )))
-            }
+        let bytes = match read_body(data, limit, Duration::from_secs_f64(body_timeout)).await {
+            Ok(b) => b,
+            Err(e) => return fail(e),
         };
 
         let parsed = match kind {

@@ -174,22 +174,40 @@ pub enum Command {
     PurgeExpired,
 }
 
-/// How a command gets a password: `--password`, `--password-stdin`, or a
-/// prompt on a terminal.
+/// Where the password comes from. Prefer `--password-stdin` (or the prompt):
+/// `--password` is visible in the process list and the shell history, and
+/// an environment variable to other processes of the same user (through
+/// `/proc/<pid>/environ`) and to whatever the variable is passed on to.
 #[derive(Debug, Args)]
 pub struct PasswordArgs {
-    /// The password (visible in the process list; prefer --password-stdin).
-    #[arg(long, conflicts_with = "password_stdin")]
+    /// The password. Visible to every user in the process list and kept in
+    /// shell history: prefer --password-stdin.
+    #[arg(long, conflicts_with_all = ["password_stdin", "password_env"])]
     pub password: Option<String>,
-    /// Read the password from the first line of standard input.
-    #[arg(long)]
+    /// Read the password from the first line of standard input (preferred).
+    #[arg(long, conflicts_with = "password_env")]
     pub password_stdin: bool,
+    /// Read the password from the environment variable VAR (kept out of the
+    /// process list and history; prefer --password-stdin where you can).
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
 }
 
 impl PasswordArgs {
     fn read(&self) -> Result<String, String> {
         if let Some(p) = &self.password {
             return Ok(p.clone());
+        }
+        if let Some(var) = &self.password_env {
+            return match std::env::var(var) {
+                Ok(p) => Ok(p),
+                Err(std::env::VarError::NotPresent) => {
+                    Err(format!("the environment variable {var} is not set"))
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(format!("the environment variable {var} is not valid UTF-8"))
+                }
+            };
         }
         if self.password_stdin {
             let mut line = String::new();
@@ -202,7 +220,7 @@ impl PasswordArgs {
             return Ok(line.to_owned());
         }
         if !std::io::stdin().is_terminal() {
-            return Err("no password given: use --password, --password-stdin, or run in a terminal to be prompted".into());
+            return Err("no password given: use --password-stdin, --password-env VAR or --password, or run in a terminal to be prompted".into());
         }
         let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
         let again = rpassword::prompt_password("Password (again): ").map_err(|e| e.to_string())?;

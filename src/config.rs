@@ -158,6 +158,15 @@ pub struct Config {
     /// _Default:_ `4 KiB`.
     pub body_limit: ByteUnit,
 
+    /// Seconds the login route waits for the whole request body; a body
+    /// still incomplete then gets 408 and the connection is closed, so a
+    /// client that sends headers and then trickles (or never sends) its body
+    /// cannot hold a connection. This bounds the body only: run behind a
+    /// reverse proxy with header timeouts for the rest. Between 0.1 and 300.
+    ///
+    /// _Default:_ `5`.
+    pub body_timeout: f64,
+
     /// How many argon2 hashes or verifications may run at once. Each takes
     /// about 19 MiB of memory and one core for tens of milliseconds; further
     /// logins wait their turn without holding a thread.
@@ -314,6 +323,7 @@ impl Default for Config {
         Config {
             bearer_prefix: DEFAULT_PREFIX.to_owned(),
             body_limit: 4.kibibytes(),
+            body_timeout: 5.0,
             hash_concurrency: None,
             allow_rotation: true,
             allow_logout: true,
@@ -448,6 +458,13 @@ impl Config {
                 self.body_limit
             ));
         }
+        if !(0.1..=300.0).contains(&self.body_timeout) {
+            return Err(format!(
+                "{}: must be between 0.1 and 300 seconds (got {})",
+                key("body_timeout"),
+                self.body_timeout
+            ));
+        }
         if !(0.05..=60.0).contains(&self.token_cache_poll) {
             return Err(format!(
                 "{}: must be between 0.05 and 60 seconds (got {})",
@@ -576,6 +593,10 @@ mod tests {
         assert!(e.contains("advanced_token.token_ttl_sliding"), "{e}");
         let e = from_toml("[advanced_token]\nbody_limit = '2 MiB'").unwrap_err();
         assert!(e.contains("advanced_token.body_limit"), "{e}");
+        let e = from_toml("[advanced_token]\nbody_timeout = 0").unwrap_err();
+        assert!(e.contains("advanced_token.body_timeout"), "{e}");
+        let e = from_toml("[advanced_token]\nbody_timeout = 301").unwrap_err();
+        assert!(e.contains("advanced_token.body_timeout"), "{e}");
         let e = from_toml("[advanced_token]\nbearer_prefx = 'Bearer'").unwrap_err();
         assert!(e.contains("bearer_prefx"), "{e}");
     }
@@ -590,5 +611,11 @@ mod tests {
         assert_eq!(c.body_limit, 8.kibibytes());
         assert_eq!(c.token_ttl, Some(120));
         assert_eq!(c.token_max_lifetime, Some(600));
+        // Whole and fractional seconds alike.
+        let c = from_toml("[advanced_token]\nbody_timeout = 2").unwrap();
+        assert_eq!(c.body_timeout, 2.0);
+        let c = from_toml("[advanced_token]\nbody_timeout = 0.5").unwrap();
+        assert_eq!(c.body_timeout, 0.5);
+        assert_eq!(Config::default().body_timeout, 5.0);
     }
 }

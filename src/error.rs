@@ -53,6 +53,13 @@ pub enum Error {
     UnsupportedMediaType(String),
     /// The request body is larger than `advanced_token.body_limit` (413).
     PayloadTooLarge,
+    /// The request body did not arrive within `advanced_token.body_timeout`
+    /// (408).
+    RequestTimeout,
+    /// Too many password checks for one username are already waiting for
+    /// or running argon2 (429, `Retry-After: 1`): one account cannot fill
+    /// the hashing queue.
+    HashQueueFull,
     /// The path does not answer this method (405).
     MethodNotAllowed,
     /// Token rotation is switched off by `allow_rotation = false` (405).
@@ -137,6 +144,8 @@ impl Error {
             | Error::WeakPassword(_) => Status::BadRequest,
             Error::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Error::PayloadTooLarge => Status::PayloadTooLarge,
+            Error::RequestTimeout => Status::RequestTimeout,
+            Error::HashQueueFull => Status::TooManyRequests,
             Error::MethodNotAllowed
             | Error::RotationDisabled
             | Error::RotationLocked
@@ -241,6 +250,10 @@ impl fmt::Display for Error {
                 write!(f, "Unsupported media type \"{ct}\" in request.")
             }
             Error::PayloadTooLarge => f.write_str("Request body is too large."),
+            Error::RequestTimeout => f.write_str("Timed out reading the request body."),
+            Error::HashQueueFull => {
+                f.write_str("Too many login attempts under way for this user. Try again later.")
+            }
             Error::MethodNotAllowed => f.write_str("Method not allowed."),
             Error::RotationDisabled => f.write_str("Token rotation is disabled."),
             Error::RotationLocked => f.write_str("Token rotation is locked for this user."),
@@ -286,8 +299,14 @@ impl<'r> Responder<'r, 'static> for Error {
         if self.is_unauthorized() {
             res.header(www_authenticate(req));
         }
-        if let Error::Throttled(secs) | Error::TooManyRotations(secs) = self {
-            res.header(Header::new("Retry-After", secs.max(1).to_string()));
+        match self {
+            Error::Throttled(secs) | Error::TooManyRotations(secs) => {
+                res.header(Header::new("Retry-After", secs.max(1).to_string()));
+            }
+            Error::HashQueueFull => {
+                res.header(Header::new("Retry-After", "1"));
+            }
+            _ => {}
         }
         res.ok()
     }

@@ -18,6 +18,27 @@ use crate::guard::{cached_failure, HANDLED_MARK};
 use crate::pool::DbPool;
 use crate::service::{AdvancedToken, Clock, Options, PasswordRule};
 
+/// The warning for a server that takes the client IP (and so the per-IP
+/// login throttling key) from Rocket's default `X-Real-IP` header while
+/// listening beyond loopback: any client can then send the header and pick
+/// its IP. `None` when `ip_header` was set (to a header, or `false`;
+/// `explicit`: by a configuration file or the environment) or the server
+/// listens on loopback only.
+pub(crate) fn ip_header_warning(config: &rocket::Config, explicit: bool) -> Option<String> {
+    let default = rocket::Config::default().ip_header;
+    if explicit || config.ip_header != default || config.address.is_loopback() {
+        return None;
+    }
+    Some(format!(
+        "ip_header is left at Rocket's default ({:?}) while listening on {}: \
+         clients can set that header to dodge per-IP login throttling. Behind a \
+         proxy that sets it, name it explicitly (ip_header = \"X-Real-IP\"); facing \
+         clients directly, set ip_header = false.",
+        default.as_ref().map_or("", |h| h.as_str()),
+        config.address
+    ))
+}
+
 /// Finds the app's pool in a Rocket being built, with its database's name.
 type PoolSource = Arc<dyn Fn(&Rocket<Build>) -> Option<(DbPool, &'static str)> + Send + Sync>;
 
@@ -255,6 +276,15 @@ impl Fairing for TokenFairing {
     }
 
     async fn on_liftoff(&self, rocket: &Rocket<Orbit>) {
+        // Set in Rocket.toml or ROCKET_IP_HEADER, rather than Rocket's own
+        // default (whose provider is named `rocket::Config...`).
+        let explicit = rocket
+            .figment()
+            .find_metadata(rocket::Config::IP_HEADER)
+            .is_some_and(|m| !m.name.starts_with("rocket::Config"));
+        if let Some(warning) = ip_header_warning(rocket.config(), explicit) {
+            log::warn!("advanced_token: {warning}");
+        }
         if let Some(at) = rocket.state::<AdvancedToken>() {
             if let Some(file) = at.created_database_file() {
                 log::warn!(
@@ -321,4 +351,45 @@ fn strip_mark(res: &mut Response<'_>) -> bool {
         res.adjoin_raw_header("Set-Cookie", cookie);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    fn config(address: IpAddr, ip_header: Option<&'static str>) -> rocket::Config {
+        rocket::Config {
+            address,
+            ip_header: ip_header.map(|h| h.into()),
+            ..rocket::Config::default()
+        }
+    }
+
+    #[test]
+    fn warns_of_the_default_ip_header_beyond_loopback() {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let warning = ip_header_warning(&config(any, Some("X-Real-IP")), false).unwrap();
+        // Named explicitly, in Rocket.toml or the environment: no warning.
+        assert!(ip_header_warning(&config(any, Some("X-Real-IP")), true).is_none());
+        assert!(warning.contains("ip_header"), "{warning}");
+        assert!(ip_header_warning(
+            &config(IpAddr::V6(Ipv6Addr::UNSPECIFIED), Some("X-Real-IP")),
+            false
+        )
+        .is_some());
+        // Loopback, no header, or another header: no warning.
+        assert!(ip_header_warning(
+            &config(IpAddr::V4(Ipv4Addr::LOCALHOST), Some("X-Real-IP")),
+            false
+        )
+        .is_none());
+        assert!(ip_header_warning(
+            &config(IpAddr::V6(Ipv6Addr::LOCALHOST), Some("X-Real-IP")),
+            false
+        )
+        .is_none());
+        assert!(ip_header_warning(&config(any, None), false).is_none());
+        assert!(ip_header_warning(&config(any, Some("X-Forwarded-For")), false).is_none());
+    }
 }

@@ -92,7 +92,7 @@
 //! | ... wrong password, unknown or inactive user | 401 `{"detail": "Unable to log in with provided credentials."}` |
 //! | ... missing, blank or non-string field | 400 `{"username": ["This field is required."]}` |
 //! | ... malformed JSON / not an object | 400 |
-//! | ... other content type / body over `body_limit` | 415 / 413 |
+//! | ... other content type / body over `body_limit` / not received within `body_timeout` | 415 / 413 / 408 |
 //! | `GET token/` | 200 `{"username": "..."}` |
 //! | `PUT token/` | 200 `{"token": "..."}`; the old token stops working |
 //! | `DELETE token/` | 200; only this token is deleted (log out this device) |
@@ -153,11 +153,17 @@
 //!   exhaust memory nor starve other requests.
 //! * Login answers identically, after the same argon2 work, for unknown
 //!   users, wrong passwords and inactive users.
-//! * The login body is capped at `body_limit` (4 KiB by default).
+//! * The login body is capped at `body_limit` (4 KiB by default) and must
+//!   arrive within `body_timeout` (5 s; 408). Run behind a reverse proxy
+//!   with header timeouts: Rocket has none of its own.
+//! * Token responses (login, rotation) carry `Cache-Control: no-store`.
 //! * Failed logins are throttled per username and per client IP (429 with
 //!   `Retry-After`, before any argon2 work); the counts live in the
 //!   database, so the limits hold across instances. Behind no proxy, set
-//!   Rocket's `ip_header = false` so clients cannot choose their IP.
+//!   Rocket's `ip_header = false` so clients cannot choose their IP (the
+//!   crate warns at launch when `ip_header` is left at its default on a
+//!   non-loopback address). IPv6 clients are counted per /64. Usernames
+//!   are trimmed before lookup and counting, as DRF's serializer does.
 //!
 //! # Several instances and the token cache
 //!

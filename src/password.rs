@@ -1,12 +1,13 @@
 //! Password hashing with argon2id, off the async runtime and bounded.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::rngs::OsRng;
-use rocket::tokio::sync::{oneshot, Semaphore};
+use rocket::tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
 use crate::hashes::{self, Verdict};
@@ -24,15 +25,95 @@ use crate::hashes::{self, Verdict};
 ///   own at nice 19: argon2 uses every idle cycle, yet the request workers
 ///   win the CPU whenever they have work, so a login flood does not starve
 ///   guarded requests (on `spawn_blocking` threads it tripled their p99).
+/// * Fair between accounts: checks for one key (a username digest) enter
+///   the shared queue at most `permits` at a time; the rest wait in a line
+///   of their own, so a flood of logins for one account cannot fill the
+///   queue ahead of everyone else. Past [`MAX_WAITING_PER_KEY`] waiting in
+///   that line, a check is refused with [`Error::HashQueueFull`] (429).
 #[derive(Clone)]
 pub(crate) struct Hasher {
     permits: Arc<Semaphore>,
+    lines: Arc<Lines>,
     jobs: crossbeam_channel::Sender<Job>,
     /// argon2 operations started, for tests that prove one did not run.
     operations: Arc<AtomicU64>,
 }
 
 type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// How many checks for one key may wait, beyond the `permits` in the shared
+/// queue, before further ones are refused.
+const MAX_WAITING_PER_KEY: usize = 1024;
+
+/// The per-key lines in front of the shared queue.
+struct Lines {
+    /// Per key: a semaphore of `per_key` permits (the key's share of the
+    /// shared queue), and how many checks hold or wait for one.
+    keys: Mutex<HashMap<String, (Arc<Semaphore>, usize)>>,
+    per_key: usize,
+    max_waiting: usize,
+}
+
+/// A place in a key's line, then in the shared queue; leaves the line (and
+/// forgets an idle key) on drop.
+struct InLine<'a> {
+    lines: &'a Lines,
+    key: String,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Lines {
+    fn new(per_key: usize, max_waiting: usize) -> Self {
+        Lines {
+            keys: Mutex::default(),
+            per_key,
+            max_waiting,
+        }
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Semaphore>, usize)>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for one of `key`'s `per_key` places in the shared queue;
+    /// [`Error::HashQueueFull`] when too many already wait for one.
+    async fn enter(&self, key: &str) -> Result<InLine<'_>, Error> {
+        let semaphore = {
+            let mut map = self.map();
+            let (semaphore, users) = map
+                .entry(key.to_owned())
+                .or_insert_with(|| (Arc::new(Semaphore::new(self.per_key)), 0));
+            if *users >= self.per_key + self.max_waiting {
+                return Err(Error::HashQueueFull);
+            }
+            *users += 1;
+            semaphore.clone()
+        };
+        let mut place = InLine {
+            lines: self,
+            key: key.to_owned(),
+            _permit: None,
+        };
+        let permit = semaphore
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Internal("a password hashing line is closed"))?;
+        place._permit = Some(permit);
+        Ok(place)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        let mut map = self.lines.map();
+        if let Some((_, users)) = map.get_mut(&self.key) {
+            *users -= 1;
+            if *users == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// One argon2 thread: lowest priority, one work area, jobs until the
 /// [`Hasher`] is dropped.
@@ -109,6 +190,7 @@ impl Hasher {
         }
         Hasher {
             permits: Arc::new(Semaphore::new(permits)),
+            lines: Arc::new(Lines::new(permits, MAX_WAITING_PER_KEY)),
             jobs: tx,
             operations: Arc::default(),
         }
@@ -153,6 +235,20 @@ impl Hasher {
             .map_err(|e| Error::InvalidInput(format!("cannot hash this password: {e}")))
     }
 
+    /// [`Hasher::verify`] for a login as `key` (the username's digest): at
+    /// most `permits` checks per key enter the shared queue, the rest wait
+    /// in the key's own line (or get [`Error::HashQueueFull`] when it is
+    /// full), so one account cannot fill the queue.
+    pub(crate) async fn verify_as(
+        &self,
+        key: &str,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<(bool, bool), Error> {
+        let _place = self.lines.enter(key).await?;
+        self.verify_and_check_upgrade(password, phc).await
+    }
+
     #[cfg(test)]
     /// Whether `password` matches `phc`. With `None` (no such user) it
     /// verifies against a dummy hash and returns `false`, taking the same
@@ -195,6 +291,71 @@ impl Hasher {
 mod tests {
     use super::*;
     use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+
+    /// Queues a job as `key` that records `name` when it runs, after
+    /// waiting for `gate` if given; a pause lets it take its place in line.
+    async fn queue(
+        h: &Hasher,
+        key: &'static str,
+        name: &'static str,
+        order: &Arc<Mutex<Vec<&'static str>>>,
+        gate: Option<std::sync::mpsc::Receiver<()>>,
+    ) -> rocket::tokio::task::JoinHandle<()> {
+        let (h, order) = (h.clone(), order.clone());
+        let task = rocket::tokio::spawn(async move {
+            let _place = h.lines.enter(key).await.unwrap();
+            h.run(move |_| {
+                if let Some(gate) = gate {
+                    let _ = gate.recv();
+                }
+                order.lock().unwrap().push(name);
+            })
+            .await
+            .unwrap();
+        });
+        rocket::tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        task
+    }
+
+    #[rocket::async_test]
+    async fn one_key_cannot_fill_the_queue() {
+        // One argon2 thread, held by a1 until released; then a's other
+        // checks and one of b's queue up. b's runs right after a1, not
+        // after all of a's.
+        let h = Hasher::new(1);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release, gate) = std::sync::mpsc::channel();
+        let mut tasks = vec![queue(&h, "a", "a1", &order, Some(gate)).await];
+        for name in ["a2", "a3", "a4"] {
+            tasks.push(queue(&h, "a", name, &order, None).await);
+        }
+        tasks.push(queue(&h, "b", "b1", &order, None).await);
+        release.send(()).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["a1", "b1", "a2", "a3", "a4"]);
+        assert!(h.lines.map().is_empty(), "idle keys are forgotten");
+    }
+
+    #[rocket::async_test]
+    async fn a_full_line_is_refused() {
+        let lines = Arc::new(Lines::new(1, 1));
+        let first = lines.enter("a").await.unwrap();
+        let waiting = {
+            let lines = lines.clone();
+            rocket::tokio::spawn(async move { lines.enter("a").await.map(|_| ()) })
+        };
+        rocket::tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let refused = lines.enter("a").await.map(|_| ()).unwrap_err();
+        assert!(matches!(refused, Error::HashQueueFull), "{refused:?}");
+        assert_eq!(refused.status().code, 429);
+        // Other keys are not affected.
+        drop(lines.enter("b").await.unwrap());
+        drop(first);
+        waiting.await.unwrap().unwrap();
+        assert!(lines.map().is_empty());
+    }
 
     #[rocket::async_test]
     async fn hash_then_verify() {

@@ -112,6 +112,20 @@ pub fn routes() -> Vec<Route> {
     all
 }
 
+/// A response that carries a token: `Cache-Control: no-store` and
+/// `Pragma: no-cache`, as RFC 6749 §5.1 asks of token responses, so no
+/// cache (browser, proxy) keeps a copy of the credential.
+struct NoStore<R>(R);
+
+impl<'r, R: Responder<'r, 'static>> Responder<'r, 'static> for NoStore<R> {
+    fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
+        let mut res = self.0.respond_to(req)?;
+        res.set_header(Header::new("Cache-Control", "no-store"));
+        res.set_header(Header::new("Pragma", "no-cache"));
+        Ok(res)
+    }
+}
+
 /// An error answer, with the `Allow` header of its path when it is a 405.
 struct Refused(Error, Option<String>);
 
@@ -137,10 +151,10 @@ async fn login(
     at: &AdvancedToken,
     ip: Option<IpAddr>,
     credentials: Result<Credentials, Error>,
-) -> Result<Json<Value>, Error> {
+) -> Result<NoStore<Json<Value>>, Error> {
     let c = credentials?;
     let token = at.login_from(&c.username, &c.password, ip).await?;
-    Ok(Json(json!({ "token": token })))
+    Ok(NoStore(Json(json!({ "token": token }))))
 }
 
 /// `GET token/`: is my token valid, and whose is it.
@@ -167,9 +181,9 @@ fn token_off(at: &AdvancedToken) -> Vec<Method> {
 async fn rotate_token(
     at: &AdvancedToken,
     user: Result<AuthUser, Error>,
-) -> Result<Json<Value>, Refused> {
+) -> Result<NoStore<Json<Value>>, Refused> {
     match at.rotate(&user?).await {
-        Ok(token) => Ok(Json(json!({ "token": token }))),
+        Ok(token) => Ok(NoStore(Json(json!({ "token": token })))),
         Err(e @ (Error::RotationDisabled | Error::RotationLocked)) => {
             let mut off = token_off(at);
             off.push(Method::Put);

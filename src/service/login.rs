@@ -42,7 +42,9 @@ impl AdvancedToken {
     /// logout, up to `max_tokens_per_user`.
     ///
     /// Unknown user, wrong password and inactive user all give
-    /// [`Error::LoginFailed`], after the same argon2 work. With
+    /// [`Error::LoginFailed`], after the same argon2 work. Surrounding
+    /// whitespace is trimmed from the username first, as DRF's login
+    /// serializer does. With
     /// `login_throttle` on, failures are counted per username and the call
     /// gives [`Error::Throttled`] past the limit; use
     /// [`AdvancedToken::login_from()`] to count per client IP as well.
@@ -158,7 +160,7 @@ impl AdvancedToken {
     /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
     /// ```
     pub async fn reset_throttle(&self, username: &str) -> Result<(), Error> {
-        let digest = token::digest(username);
+        let digest = token::digest(crate::body::normalize_username(username));
         self.db(|s| s.clear_user_failures(&digest)).await?;
         self.audit(AuditEvent::new(AuditKind::ThrottleReset).user(None, Some(username)));
         Ok(())
@@ -172,12 +174,15 @@ impl AdvancedToken {
         ip: Option<IpAddr>,
         then: Then,
     ) -> Result<(UserId, String), Error> {
+        // As DRF's serializer does; so the lookup and the throttle key see
+        // the same name, whatever the database's collation pads.
+        let username = crate::body::normalize_username(username);
         if !self.config().login_throttle {
             return self.check_password(username, password, then).await;
         }
         let keys = Keys {
             user: token::digest(username),
-            ip: ip.map(|ip| ip.to_canonical().to_string()),
+            ip: ip.map(super::ip::throttle_key),
         };
         self.throttled_login(&keys, username, password, then).await
     }
@@ -306,7 +311,7 @@ impl AdvancedToken {
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let hasher = &self.inner.hasher;
         let (ok, upgrade) = hasher
-            .verify_and_check_upgrade(password.to_owned(), stored)
+            .verify_as(&token::digest(username), password.to_owned(), stored)
             .await?;
         let Some(user) = user.filter(|u| ok && u.is_active) else {
             return Err(Error::LoginFailed);

@@ -21,6 +21,7 @@ use crate::password::Hasher;
 use crate::pool::{redact_url, resolve_sqlite_url, sqlite_path, Backend, DbPool};
 use crate::store::Store;
 
+mod ip;
 mod login;
 mod sync;
 mod throttle;

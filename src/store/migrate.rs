@@ -77,6 +77,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         mysql: include_str!("../../migrations/mysql/0004_revocation_notify.sql"),
     },
     Migration {
+        version: 5,
+        users: Users::Builtin,
+        description: "username no pad",
+        sqlite: include_str!("../../migrations/sqlite/0005_username_no_pad.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_username_no_pad.sql"),
+        mysql: include_str!("../../migrations/mysql/0005_username_no_pad.sql"),
+    },
+    Migration {
         version: 6,
         users: Users::Both,
         description: "revocation log",

@@ -83,7 +83,8 @@ impl Migrator for MySqlMigrator {
     async fn apply(&mut self, m: &Migration, now: i64) -> Result<(), sqlx::Error> {
         // DDL commits implicitly in MySQL: no transaction; every statement
         // of a migration is idempotent instead.
-        self.0.execute(m.mysql).await?;
+        let sql = self.server_specific(m.mysql).await?;
+        self.0.execute(sql.as_str()).await?;
         sqlx::query(
             "INSERT IGNORE INTO advanced_token_migrations (version, description, applied_at) \
              VALUES (?, ?, ?)",
@@ -94,6 +95,26 @@ impl Migrator for MySqlMigrator {
         .execute(&mut *self.0)
         .await?;
         Ok(())
+    }
+}
+
+impl MySqlMigrator {
+    /// `sql` with `{nopad_bin}` replaced by this server's NO PAD binary
+    /// collation: MariaDB's `utf8mb4_nopad_bin`, MySQL 8's
+    /// `utf8mb4_0900_bin` (the two servers share no such name).
+    async fn server_specific(&mut self, sql: &str) -> Result<String, sqlx::Error> {
+        if !sql.contains("{nopad_bin}") {
+            return Ok(sql.to_owned());
+        }
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut *self.0)
+            .await?;
+        let collation = if version.contains("MariaDB") {
+            "utf8mb4_nopad_bin"
+        } else {
+            "utf8mb4_0900_bin"
+        };
+        Ok(sql.replace("{nopad_bin}", collation))
     }
 }
 

@@ -69,6 +69,7 @@ mod openapi;
 mod own_users;
 mod reliability;
 mod scale_out;
+mod security;
 mod sessions;
 
 /// The list of behaviour tests, written once.

@@ -1,0 +1,274 @@
+//! Regression tests for the security review (issue 12): each test here
+//! failed on the code before its fix.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rocket::http::{ContentType, Status};
+use rocket::tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rocket::tokio::net::{TcpSocket, TcpStream};
+use rocket::tokio::time::timeout;
+use rocket_advanced_token::Error;
+use serde_json::{json, Value};
+
+use crate::common::*;
+use crate::flood::start;
+
+const PW: &str = "correct horse battery";
+
+/// Instantiates each named test of this file for one backend, on the
+/// suite's runtime, gated like the behaviour suite.
+macro_rules! security_suite {
+    ($backend:ident: $($name:ident),* $(,)?) => {
+        $(
+            backend_test!($backend, fn $name() {
+                let db = crate::common::TestDb::new(crate::common::Backend::$backend).await;
+                crate::security::$name(db).await
+            });
+        )*
+    };
+}
+
+macro_rules! all_security_tests {
+    ($backend:ident) => {
+        security_suite!($backend:
+            token_responses_are_not_stored,
+            padded_usernames_share_the_throttle,
+            ipv6_clients_are_throttled_per_64,
+        );
+    };
+}
+
+mod sqlite {
+    all_security_tests!(Sqlite);
+}
+
+mod postgres {
+    all_security_tests!(Postgres);
+}
+
+mod mysql {
+    all_security_tests!(MySql);
+}
+
+/// RFC 6749 §5.1: a response carrying a token says `Cache-Control:
+/// no-store` and `Pragma: no-cache`; others need not.
+pub async fn token_responses_are_not_stored(db: TestDb) {
+    let client = client(&db, json!({})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .body(json!({"username": "alice", "password": PW}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
+    assert_eq!(res.headers().get_one("Pragma"), Some("no-cache"));
+    let token = body_json(res).await["token"].as_str().unwrap().to_owned();
+    let res = client
+        .put("/auth/token/")
+        .header(auth(&token))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert_eq!(res.headers().get_one("Cache-Control"), Some("no-store"));
+    assert_eq!(res.headers().get_one("Pragma"), Some("no-cache"));
+}
+
+/// Usernames are normalised once, in the core: `login()` trims them as DRF's
+/// serializer does, so `"frank "` counts against `frank`'s throttle budget
+/// on every backend; and on MySQL/MariaDB the column no longer pads, so the
+/// database itself does not find `frank` for `"frank "`.
+pub async fn padded_usernames_share_the_throttle(db: TestDb) {
+    let client = client(&db, json!({"login_max_failures": 2})).await;
+    let at = at(&client);
+    at.create_user("frank", PW).await.unwrap();
+    for _ in 0..2 {
+        let e = at.login("frank", "wrong").await.unwrap_err();
+        assert!(matches!(e, Error::LoginFailed), "{e:?}");
+    }
+    // frank is locked: a padded name gets no fresh budget.
+    for padded in ["frank ", "frank  ", " frank"] {
+        let e = at.login(padded, PW).await.unwrap_err();
+        assert!(matches!(e, Error::Throttled(_)), "{padded:?}: {e:?}");
+    }
+    let found = db
+        .query_strings("SELECT username FROM advanced_token_users WHERE username = 'frank '")
+        .await;
+    assert!(found.is_empty(), "{found:?}");
+    // Trimmed, as in DRF: a padded name logs in as its user.
+    at.create_user("grace", PW).await.unwrap();
+    assert!(at.login(" grace\t", PW).await.is_ok());
+    // Two users differing only by a trailing space cannot both be created
+    // (no stored username holds whitespace), so the unique index is safe.
+    assert!(at.create_user("frank ", PW).await.is_err());
+}
+
+/// IPv6 clients are counted per /64 (one subscriber's usual allocation);
+/// IPv4-mapped IPv6 counts as IPv4.
+pub async fn ipv6_clients_are_throttled_per_64(db: TestDb) {
+    let client = client(&db, json!({"login_max_failures_per_ip": 2})).await;
+    let at = at(&client);
+    at.create_user("alice", PW).await.unwrap();
+    let ip = |s: &str| Some(s.parse().unwrap());
+    // Two failures from two addresses of one /64, for different usernames.
+    for (name, addr) in [("u1", "2001:db8:1:2::1"), ("u2", "2001:db8:1:2::2")] {
+        let e = at.login_from(name, "x", ip(addr)).await.unwrap_err();
+        assert!(matches!(e, Error::LoginFailed), "{e:?}");
+    }
+    // A third address of that /64 is throttled, even with the right password.
+    let e = at
+        .login_from("alice", PW, ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Throttled(_)), "{e:?}");
+    // The next /64 is not.
+    assert!(at
+        .login_from("alice", PW, ip("2001:db8:1:3::1"))
+        .await
+        .is_ok());
+    // IPv4 and its IPv4-mapped form share one budget.
+    for addr in ["192.0.2.1", "::ffff:192.0.2.1"] {
+        let e = at.login_from("u3", "x", ip(addr)).await.unwrap_err();
+        assert!(matches!(e, Error::LoginFailed), "{e:?}");
+    }
+    let e = at
+        .login_from("alice", PW, ip("192.0.2.1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Throttled(_)), "{e:?}");
+}
+
+/// A raw HTTP answer's status, and its body as JSON when it parses.
+fn parse_answer(raw: &[u8]) -> (u16, Value) {
+    let text = String::from_utf8_lossy(raw);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A client that sends its headers and only part of the body gets 408
+/// within `body_timeout` (5 s by default), not a connection held for
+/// minutes. (Rocket itself first waits for 14 bytes of any body, for its
+/// `_method` form field, before a route runs: a shorter stall is for the
+/// reverse proxy's timeouts, see the README.)
+#[rocket::async_test]
+async fn an_incomplete_login_body_times_out() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = start(&db, "{}").await;
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    let head = "POST /auth/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/json\r\nContent-Length: 100\r\n\r\n\
+                {\"username\": \"alice\", \"pass";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    // The promise is the timeout itself: 5 s, with a generous margin.
+    let read = timeout(Duration::from_secs(30), stream.read_to_end(&mut raw)).await;
+    assert!(read.is_ok(), "no answer within 30 s");
+    let (status, body) = parse_answer(&raw);
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(
+        body,
+        json!({"detail": "Timed out reading the request body."})
+    );
+}
+
+/// A 3 MiB form body, written in full before the client reads (as Python's
+/// http.client does), reads a 413 every time instead of a reset.
+#[rocket::async_test]
+async fn an_oversized_body_written_in_full_reads_413() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let server = start(&db, "{}").await;
+    let body = vec![b'a'; 3 << 20];
+    for i in 0..20 {
+        // A small send buffer, so that most of the body can only leave once
+        // the server reads it (on loopback the kernel would otherwise take
+        // all 3 MiB at once, hiding a server that stopped reading).
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(16 << 10).unwrap();
+        let mut stream = socket
+            .connect(([127, 0, 0, 1], server.port).into())
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /auth/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let written = stream.write_all(&body).await;
+        assert!(
+            written.is_ok(),
+            "attempt {i}: writing the body: {written:?}"
+        );
+        let mut raw = Vec::new();
+        let read = stream.read_to_end(&mut raw).await;
+        assert!(read.is_ok(), "attempt {i}: reading the answer: {read:?}");
+        let (status, body) = parse_answer(&raw);
+        assert_eq!(
+            status,
+            413,
+            "attempt {i}: {}",
+            String::from_utf8_lossy(&raw)
+        );
+        assert_eq!(body, json!({"detail": "Request body is too large."}));
+    }
+}
+
+/// `--password-env VAR` reads the password from the environment, keeping it
+/// out of argv; `--help` says to prefer `--password-stdin`.
+#[rocket::async_test]
+async fn the_cli_takes_a_password_from_the_environment() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_advanced-token"))
+            .args(args)
+            .current_dir(dir.path())
+            .env(
+                "ROCKET_DATABASES",
+                format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
+            )
+            .env("ROCKET_LOG_LEVEL", "critical")
+            .env("SECRET_PW", "from the environment")
+            .env_remove("UNSET_PW")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["create-user", "alice", "--password-env", "SECRET_PW"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["create-user", "bob", "--password-env", "UNSET_PW"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNSET_PW"));
+    let out = run(&[
+        "create-user",
+        "carol",
+        "--password-env",
+        "SECRET_PW",
+        "--password",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "the sources exclude each other");
+    let help = run(&["create-user", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--password-env"), "{help}");
+    assert!(help.contains("prefer --password-stdin"), "{help}");
+
+    let client = client(&db, json!({})).await;
+    assert!(at(&client)
+        .login("alice", "from the environment")
+        .await
+        .is_ok());
+}
