@@ -305,6 +305,25 @@ pub struct Config {
     ///
     /// _Default:_ none (the crate's own table).
     pub users: Option<UsersTable>,
+
+    /// The fewest characters a new password may have: `create_user`,
+    /// `set_password`, `hash_password` and the command line refuse shorter
+    /// ones with [`Error::WeakPassword`](crate::Error::WeakPassword). The
+    /// app may add its own rule with
+    /// [`TokenFairing::password_policy`](crate::TokenFairing::password_policy).
+    /// Existing passwords keep working. At least 1.
+    ///
+    /// _Default:_ `8`.
+    pub min_password_length: usize,
+
+    /// Whether the fairing gives a failed plain [`AuthUser`](crate::AuthUser)
+    /// guard's catcher response (401 or 503) the crate's JSON body and
+    /// `WWW-Authenticate`. `false` leaves Rocket's (or the app's) catcher
+    /// answer as it is. Responses of handlers that take
+    /// `Result<AuthUser, Error>` or `Option<AuthUser>` are never rewritten.
+    ///
+    /// _Default:_ `true`.
+    pub rewrite_guard_failures: bool,
 }
 
 impl Default for Config {
@@ -332,6 +351,8 @@ impl Default for Config {
             rotation_max_per_minute: 30,
             database: DEFAULT_DATABASE.to_owned(),
             users: None,
+            min_password_length: 8,
+            rewrite_guard_failures: true,
         }
     }
 }
@@ -475,6 +496,7 @@ impl Config {
             ("login_max_successes", u64::from(self.login_max_successes)),
             ("token_cache_capacity", self.token_cache_capacity),
             ("token_cache_ttl", self.token_cache_ttl),
+            ("min_password_length", self.min_password_length as u64),
             (
                 "rotation_max_per_minute",
                 u64::from(self.rotation_max_per_minute),

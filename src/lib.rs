@@ -95,6 +95,9 @@
 //! | ... other content type / body over `body_limit` / not received within `body_timeout` | 415 / 413 / 408 |
 //! | `GET token/` | 200 `{"username": "..."}` |
 //! | `PUT token/` | 200 `{"token": "..."}`; the old token stops working |
+//! | `DELETE token/` | 200; only this token is deleted (log out this device) |
+//! | `GET tokens/` | 200 `[{"id", "created_at", "last_used_at", "expires_at", "current"}]`: the caller's tokens |
+//! | `DELETE tokens/<id>/` | 200; one of the caller's tokens deleted; 404 for a missing id or another user's, alike |
 //! | `GET` or `POST logout/` | 200; every token of the user is deleted |
 //! | any other method | 405 with `Allow` |
 //! | bad or missing token (token, logout, your guarded routes) | 401 with `WWW-Authenticate: <prefix>` |
@@ -104,6 +107,38 @@
 //! provided.`, `Invalid token header. No credentials provided.`, `Invalid
 //! token header. Token string should not contain spaces.`, `Invalid token.`,
 //! `User inactive or deleted.`, and `Token has expired.`.
+//!
+//! # In your app
+//!
+//! [`AdvancedToken`] is managed state; besides the administration calls it
+//! has what an app's own endpoints need:
+//! [`verify_password`](AdvancedToken::verify_password) (no token issued,
+//! same throttle), [`user_by_id`](AdvancedToken::user_by_id) /
+//! [`user_by_username`](AdvancedToken::user_by_username),
+//! [`create_user_with_hash`](AdvancedToken::create_user_with_hash) /
+//! [`set_password_hash`](AdvancedToken::set_password_hash),
+//! [`reset_throttle`](AdvancedToken::reset_throttle),
+//! [`revoke_token`](AdvancedToken::revoke_token). New passwords obey a
+//! policy: `min_password_length` (default 8) and the app's own rule,
+//! [`TokenFairing::password_policy`]. The admin command line can be
+//! embedded in the app's own ([`cli`]).
+//!
+//! # Audit events
+//!
+//! Logins (succeeded, failed, throttled), logouts, rotations, revocations,
+//! lockout resets and administrative changes are logged at `info` under the
+//! target [`AUDIT_TARGET`] (`advanced_token::audit`), with user id, token id
+//! and client IP, never a token, digest or password; the app receives the
+//! same [`AuditEvent`]s through [`TokenFairing::on_audit`].
+//!
+//! # Shaping errors
+//!
+//! [`TokenFairing::error_body`] gives every error body the crate answers
+//! with the app's own shape. When a plain [`AuthUser`] guard fails, Rocket
+//! answers through its catcher and the fairing rewrites that answer to the
+//! crate's body with `WWW-Authenticate`; `rewrite_guard_failures = false`
+//! turns that off. Responses of handlers that take `Result<AuthUser, Error>`
+//! or `Option<AuthUser>` are never rewritten.
 //!
 //! # Coming from Django REST Framework
 //!
@@ -159,11 +194,12 @@
 // backend); the token cache; the service (login, tokens, users, background
 // tasks); the Django import (on the service); then Rocket's side (guard,
 // fairing, routes) and the binary's (command line, demo).
+mod audit;
 mod backend;
 mod body;
 mod cache;
 #[cfg(feature = "cli")]
-mod cli;
+pub mod cli;
 mod config;
 #[cfg(feature = "cli")]
 mod demo;
@@ -179,6 +215,7 @@ mod service;
 mod store;
 mod token;
 
+pub use crate::audit::{AuditEvent, AuditKind, AUDIT_TARGET};
 pub use crate::backend::{AppUser, LoginUser, UserBackend, UserId};
 #[cfg(feature = "cli")]
 pub use crate::cli::run as run_cli;
@@ -190,7 +227,7 @@ pub use crate::fairing::TokenFairing;
 pub use crate::import::{ImportOptions, ImportProgress, ImportReport, Skipped, Tally};
 pub use crate::pool::DbPool;
 pub use crate::routes::routes;
-pub use crate::service::{AdvancedToken, AuthUser};
+pub use crate::service::{AdvancedToken, AuthUser, Session, User};
 pub use crate::store::{TokenInfo, UserInfo};
 pub use crate::token::parse_authorization;
 
