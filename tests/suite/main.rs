@@ -65,6 +65,7 @@ mod django;
 mod flood;
 mod instances;
 mod launch;
+mod leak;
 mod migrations;
 mod openapi;
 mod own_users;
