@@ -259,11 +259,12 @@ pub struct Config {
     /// _Default:_ `true`.
     pub token_cache: bool,
 
-    /// How often, in seconds, each instance polls the database's revocation
-    /// counter (one tiny query, whatever the load) and drops its cache when
-    /// it moved: the bound on how long a token revoked elsewhere may still
-    /// be accepted here. (On PostgreSQL a `NOTIFY` usually brings the news
-    /// at once; the poll is the fallback.) Between 0.05 and 60.
+    /// How often, in seconds, each instance reads the database's revocation
+    /// log (one small query, whatever the load) and drops from its cache
+    /// what each new entry names: a token, a user's tokens, or everything:
+    /// the bound on how long a token revoked elsewhere may still be
+    /// accepted here. (On PostgreSQL a `NOTIFY` usually brings the news at
+    /// once; the poll is the fallback.) Between 0.05 and 60.
     ///
     /// _Default:_ `1.0`.
     pub token_cache_poll: f64,

@@ -168,9 +168,23 @@
 //!   arrive within `body_timeout` (5 s; 408). Run behind a reverse proxy
 //!   with header timeouts: Rocket has none of its own.
 //! * Token responses (login, rotation) carry `Cache-Control: no-store`.
-//! * Failed logins are throttled per username and per client IP (429 with
-//!   `Retry-After`, before any argon2 work); the counts live in the
-//!   database, so the limits hold across instances. Behind no proxy, set
+//!   An oversized body is drained (within bounds) before the 413, so
+//!   clients that write their whole body first read the answer. Database
+//!   URLs are logged with their password masked, query parameters
+//!   (`password`, `sslpassword`) included.
+//! * A token is stored only if the password hash it was verified against
+//!   is still the user's and the user still active, in the token's
+//!   transaction: a password change or deactivation cuts off logins
+//!   already past the password check.
+//! * Failed logins are throttled per username (`login_max_failures`, 5)
+//!   and per client IP (`login_max_failures_per_ip`, 50) within
+//!   `login_failure_window` (900 s): 429 with `Retry-After`, before any
+//!   argon2 work. Each attempt is recorded before its password check (an
+//!   attempt that cannot be recorded is refused), and the counts live in
+//!   the database, so the limits hold across instances. Successful logins
+//!   are capped per account (`login_max_successes`, 100 per window) and
+//!   rotations per user (`rotation_max_per_minute`, 30); each account's
+//!   argon2 checks wait in a line of their own. Behind no proxy, set
 //!   Rocket's `ip_header = false` so clients cannot choose their IP (the
 //!   crate warns at launch when `ip_header` is left at its default on a
 //!   non-loopback address). IPv6 clients are counted per /64. Usernames
@@ -181,10 +195,67 @@
 //! Instances that share one database share everything: tokens, throttling
 //! counts, revocations. Each keeps verified tokens in a bounded in-memory
 //! cache (`token_cache`, on by default) so the common guarded request makes
-//! no query; its own revocations evict at once, and revocations made
-//! elsewhere reach it within `token_cache_poll` (1 s) through a revocation
-//! counter in the database. `token_cache = false` checks every request
+//! no query. Its own revocations evict at once. Every revoking write also
+//! appends to a revocation log in the database, naming a token, a user's
+//! tokens, or everything (revoke-all); each instance reads the recent
+//! window of that log every `token_cache_poll` (1 s) and drops only what
+//! the entries name (on PostgreSQL a `NOTIFY` triggers the read at once).
+//! Changes made behind the crate's back (the app's own SQL) are seen within
+//! `token_cache_ttl` (60 s), or within `token_cache_poll` after
+//! [`AdvancedToken::user_changed()`]. An instance that cannot read the log
+//! stops serving from its cache. `token_cache = false` checks every request
 //! against the database.
+//!
+//! Migrations are safe from any number of instances launched at once: every
+//! step is idempotent and a run that collides with another is retried
+//! whole; the PostgreSQL and MySQL locks are checked and their wait is
+//! bounded. The README's "Running at scale" covers Galera clusters and
+//! pgbouncer (session mode; transaction mode is refused at launch).
+//!
+//! # Testing your app
+//!
+//! Use `rocket::local` with a database per test (a SQLite file in a
+//! temporary directory) and issue tokens through the managed
+//! [`AdvancedToken`]. Login throttling is on in tests as in production;
+//! turn it off with `login_throttle = false`, or clear one username's
+//! lockout with [`AdvancedToken::reset_throttle()`]. Dropping a `Client`
+//! ends the crate's background tasks and argon2 threads.
+//!
+//! ```rust
+//! use rocket::http::{Header, Status};
+//! use rocket::local::asynchronous::Client;
+//! use rocket_advanced_token::AdvancedToken;
+//!
+//! # rocket::execute(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let url = format!("sqlite://{}/test.sqlite?mode=rwc", dir.path().display());
+//! let figment = rocket::Config::figment()
+//!     .merge(("databases.advanced_token.url", url))
+//!     .merge(("advanced_token.login_throttle", false));
+//! let app = rocket::custom(figment)
+//!     .attach(AdvancedToken::fairing())
+//!     .mount("/auth", rocket_advanced_token::routes());
+//! let client = Client::tracked(app).await.unwrap();
+//!
+//! let at = client.rocket().state::<AdvancedToken>().unwrap();
+//! let id = at.create_user("alice", "correct horse").await.unwrap();
+//! let token = at.issue_token(id).await.unwrap(); // no password check
+//! let res = client
+//!     .get("/auth/token/")
+//!     .header(Header::new("Authorization", format!("Token {token}")))
+//!     .dispatch()
+//!     .await;
+//! assert_eq!(res.status(), Status::Ok);
+//! # });
+//! ```
+//!
+//! In a debug build argon2 runs unoptimised unless the app's own
+//! `Cargo.toml` says otherwise (Cargo ignores a dependency's profile
+//! settings): add `[profile.dev.package.argon2] opt-level = 3`, and the same
+//! for `blake2` and `sha2` (and, for hashes brought from elsewhere,
+//! `pbkdf2`, `hmac`, `sha1`, `scrypt`, `salsa20`, `bcrypt`, `blowfish`).
+//! The README's "Testing your app" also lists the tables and columns an app
+//! may reference, and the order of migrations when it does.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
