@@ -158,7 +158,11 @@ async fn refused(db: &TestDb, args: &[&str], needle: &str) {
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     // One error line; a note that the crate's own (SQLite) database was
     // created on first use is not an error.
-    let errors = run.stderr.lines().filter(|l| !l.contains(": note: ")).count();
+    let errors = run
+        .stderr
+        .lines()
+        .filter(|l| !l.contains(": note: "))
+        .count();
     assert_eq!(errors, 1, "{}", run.stderr);
     assert!(
         run.stderr.contains(needle),
