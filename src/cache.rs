@@ -15,6 +15,9 @@ use crate::store::{LogEntry, TokenRow};
 struct Entry {
     row: TokenRow,
     read_at: u64,
+    /// The user id's text, the key of `users_revoked` (made once, at
+    /// insert, so a hit allocates nothing for the check).
+    user: String,
 }
 
 /// Verified tokens by digest. An entry is served only while the revocation
@@ -99,7 +102,7 @@ impl TokenCache {
             return None;
         }
         let entry = self.entries.get(digest)?;
-        let revoked = self.users_revoked.get(&entry.row.user_id.to_string());
+        let revoked = self.users_revoked.get(entry.user.as_str());
         if revoked.is_some_and(|at| at >= entry.read_at) {
             self.entries.invalidate(digest);
             return None;
@@ -114,7 +117,8 @@ impl TokenCache {
     /// Caches a row whose database read began at `read_at` under
     /// generation `since`.
     pub(crate) fn insert(&self, digest: String, row: TokenRow, read_at: u64, since: u64) {
-        self.entries.insert(digest.clone(), Entry { row, read_at });
+        let user = row.user_id.to_string();
+        self.entries.insert(digest.clone(), Entry { row, read_at, user });
         // An invalidation between the read and now may predate the insert:
         // undo it. (Invalidations bump the generation first.)
         if self.generation() != since {
