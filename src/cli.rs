@@ -94,6 +94,23 @@ enum Command {
     },
     /// Delete expired tokens and print how many went.
     PurgeExpired,
+    /// Import users, password hashes, DRF tokens and rotation locks from a
+    /// Django database (auth_user, authtoken_token,
+    /// drf_advanced_token_userapikeylock). Safe to run again.
+    ImportDjango {
+        /// The Django database: sqlite://path, postgres://..., mysql://...
+        url: String,
+        /// Print what would happen; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace the password hash of usernames that exist here with
+        /// another hash (revoking their tokens), instead of skipping them.
+        #[arg(long)]
+        overwrite: bool,
+        /// Users written per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch_size: u32,
+    },
 }
 
 /// Where the password comes from. Prefer `--password-stdin` (or the prompt):
@@ -224,6 +241,19 @@ async fn run_admin(at: &AdvancedToken, command: Command) -> Result<(), Error> {
         Command::Serve => unreachable!("serve is handled by run()"),
         Command::ListUsers { json } => list_users(at, json).await,
         Command::ListTokens { username, json } => list_tokens(at, &username, json).await,
+        Command::ImportDjango {
+            url,
+            dry_run,
+            overwrite,
+            batch_size,
+        } => {
+            let options = crate::ImportOptions::default()
+                .dry_run(dry_run)
+                .overwrite(overwrite)
+                .batch_size(batch_size as usize)
+                .progress(progress_reporter());
+            import_django(at, &url, options).await
+        }
         command => change(at, command).await.map(say),
     }
 }
@@ -325,6 +355,46 @@ async fn list_tokens(at: &AdvancedToken, username: &str, json: bool) -> Result<(
         })
         .collect();
     table(&["ID", "CREATED", "LAST_USED", "EXPIRES"], rows);
+    Ok(())
+}
+
+/// Progress on standard error: a bar on a terminal, else a line every
+/// 10,000 users.
+fn progress_reporter() -> impl Fn(u64, u64) + Send + Sync + 'static {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} users {elapsed_precise} (eta {eta})",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let last = std::sync::atomic::AtomicU64::new(0);
+    move |done, total| match &bar {
+        Some(bar) => {
+            bar.set_length(total);
+            bar.set_position(done);
+            if done >= total {
+                bar.finish_and_clear();
+            }
+        }
+        None => {
+            let step = done / 10_000;
+            if step > last.swap(step, std::sync::atomic::Ordering::Relaxed) || done == total {
+                eprintln!("advanced-token: {done} of {total} users");
+            }
+        }
+    }
+}
+
+async fn import_django(
+    at: &AdvancedToken,
+    url: &str,
+    options: crate::ImportOptions,
+) -> Result<(), Error> {
+    let report = at.import_django(url, options).await?;
+    say(report);
     Ok(())
 }
 

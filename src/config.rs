@@ -236,6 +236,14 @@ pub struct Config {
     /// _Default:_ `50`.
     pub login_max_failures_per_ip: u32,
 
+    /// Successful logins allowed per account within the window (every
+    /// login issues a token and costs an argon2 check): past it, 429 with
+    /// `Retry-After`, before any password check. Counted with the failures,
+    /// so across instances.
+    ///
+    /// _Default:_ `100`.
+    pub login_max_successes: u32,
+
     /// The throttling window, in seconds.
     ///
     /// _Default:_ `900`.
@@ -315,6 +323,7 @@ impl Default for Config {
             login_throttle: true,
             login_max_failures: 5,
             login_max_failures_per_ip: 50,
+            login_max_successes: 100,
             login_failure_window: 900,
             token_cache: true,
             token_cache_poll: 1.0,
@@ -463,6 +472,7 @@ impl Config {
                 u64::from(self.login_max_failures_per_ip),
             ),
             ("login_failure_window", self.login_failure_window),
+            ("login_max_successes", u64::from(self.login_max_successes)),
             ("token_cache_capacity", self.token_cache_capacity),
             ("token_cache_ttl", self.token_cache_ttl),
             (

@@ -71,6 +71,9 @@ pub enum Error {
     /// Too many failed logins for this username or client IP (429). Holds
     /// the seconds until the next attempt is allowed (`Retry-After`).
     Throttled(u64),
+    /// Too many successful logins for this account within the throttling
+    /// window (429). Holds the seconds until the next one is allowed.
+    TooManyLogins(u64),
     /// Too many token rotations by this user in the last minute (429).
     /// Holds the seconds until the next one is allowed (`Retry-After`).
     TooManyRotations(u64),
@@ -141,7 +144,9 @@ impl Error {
             | Error::RotationDisabled
             | Error::RotationLocked
             | Error::LogoutDisabled => Status::MethodNotAllowed,
-            Error::Throttled(_) | Error::TooManyRotations(_) => Status::TooManyRequests,
+            Error::Throttled(_) | Error::TooManyRotations(_) | Error::TooManyLogins(_) => {
+                Status::TooManyRequests
+            }
             Error::Unavailable(_) => Status::ServiceUnavailable,
             Error::UsernameTaken(_) => Status::Conflict,
             Error::UnknownUser(_) => Status::NotFound,
@@ -251,6 +256,7 @@ impl fmt::Display for Error {
             Error::LogoutDisabled => f.write_str("Logout is disabled."),
             Error::Throttled(_) => f.write_str("Too many failed login attempts. Try again later."),
             Error::TooManyRotations(_) => f.write_str("Too many token rotations. Try again later."),
+            Error::TooManyLogins(_) => f.write_str("Too many logins. Try again later."),
             Error::Unavailable(_) => {
                 f.write_str("The authentication database is unavailable. Try again later.")
             }
@@ -289,7 +295,7 @@ impl<'r> Responder<'r, 'static> for Error {
             res.header(www_authenticate(req));
         }
         match self {
-            Error::Throttled(secs) | Error::TooManyRotations(secs) => {
+            Error::Throttled(secs) | Error::TooManyRotations(secs) | Error::TooManyLogins(secs) => {
                 res.header(Header::new("Retry-After", secs.max(1).to_string()));
             }
             Error::HashQueueFull => {

@@ -105,6 +105,17 @@
 //! token header. Token string should not contain spaces.`, `Invalid token.`,
 //! `User inactive or deleted.`, and `Token has expired.`.
 //!
+//! # Coming from Django REST Framework
+//!
+//! [`AdvancedToken::import_django()`] (the `advanced-token import-django
+//! URL` command) copies a Django database's users, password hashes, DRF
+//! tokens (as digests) and the drf_advanced_token package's rotation locks
+//! into the crate's tables: users keep their passwords (Django's hash
+//! formats verify, and are re-hashed with argon2id on the first login) and
+//! clients keep their keys (40 hex or a UUID, under the same
+//! `Authorization: Token` header). Safe to run again; see the README's
+//! "Coming from Django REST Framework".
+//!
 //! # Security notes
 //!
 //! * Tokens: 32 bytes from the OS CSPRNG, hex-encoded. The database holds
@@ -146,8 +157,8 @@
 // The layers, bottom up: configuration and errors; tokens, password
 // hashing and the login body; the pool and the store (one file per
 // backend); the token cache; the service (login, tokens, users, background
-// tasks); then Rocket's side (guard, fairing, routes) and the binary's
-// (command line, demo).
+// tasks); the Django import (on the service); then Rocket's side (guard,
+// fairing, routes) and the binary's (command line, demo).
 mod backend;
 mod body;
 mod cache;
@@ -160,6 +171,7 @@ mod error;
 mod fairing;
 mod guard;
 mod hashes;
+mod import;
 mod password;
 mod pool;
 mod routes;
@@ -175,6 +187,7 @@ pub use crate::config::{Config, IdType, UsersTable};
 pub use crate::demo::demo;
 pub use crate::error::Error;
 pub use crate::fairing::TokenFairing;
+pub use crate::import::{ImportOptions, ImportProgress, ImportReport, Skipped, Tally};
 pub use crate::pool::DbPool;
 pub use crate::routes::routes;
 pub use crate::service::{AdvancedToken, AuthUser};
@@ -193,7 +206,7 @@ pub mod __bench {
         crate::token::digest(token)
     }
 
-    /// Whether a token has the shape the crate issues.
+    /// Whether a token has a shape a stored token can have.
     pub fn well_formed(token: &str) -> bool {
         crate::token::well_formed(token)
     }

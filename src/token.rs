@@ -27,13 +27,36 @@ pub(crate) fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Whether `token` could have been issued by [`generate`]. Anything else is
-/// answered "Invalid token." without asking the database.
+/// The length of a DRF `authtoken` key: 20 random bytes in lowercase hex.
+const DRF_KEY_LEN: usize = 40;
+
+/// The length of a UUID string, and its groups of hex digits.
+const UUID_LEN: usize = 36;
+const UUID_GROUPS: [usize; 5] = [8, 4, 4, 4, 12];
+
+/// Whether every byte is a lowercase hex digit.
+fn lower_hex(s: &[u8]) -> bool {
+    s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `token` has a shape a stored token can have: the crate's own (64
+/// lowercase hex, from [`generate`]), or one brought in by `import-django`:
+/// a DRF key (40 lowercase hex) or a drf_advanced_token key (a UUID as
+/// Python's `str(uuid4())` writes it: 8-4-4-4-12 lowercase hex). Anything
+/// else is answered "Invalid token." without asking the database.
 pub(crate) fn well_formed(token: &str) -> bool {
-    token.len() == TOKEN_LEN
-        && token
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    let b = token.as_bytes();
+    match b.len() {
+        TOKEN_LEN | DRF_KEY_LEN => lower_hex(b),
+        UUID_LEN => {
+            let mut groups = b.split(|&c| c == b'-');
+            UUID_GROUPS
+                .iter()
+                .all(|&n| groups.next().is_some_and(|g| g.len() == n && lower_hex(g)))
+                && groups.next().is_none()
+        }
+        _ => false,
+    }
 }
 
 /// Python's `bytes.split()` separators, which DRF splits the header on.
@@ -87,6 +110,38 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(!well_formed(&digest("abc")[..63]));
+    }
+
+    #[test]
+    fn well_formed_accepts_exactly_three_shapes() {
+        for ok in [
+            "a".repeat(64),
+            "0123456789abcdef0123456789abcdef01234567".to_owned(),
+            "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b".to_owned(),
+            "3f1c2b9e-7a4d-4c1e-9b2a-0d5e6f7a8b9c".to_owned(),
+        ] {
+            assert!(well_formed(&ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            &"a".repeat(63),
+            &"a".repeat(65),
+            &"a".repeat(39),
+            &"a".repeat(41),
+            &"A".repeat(40),
+            "0123456789abcdef0123456789abcdef0123456g",
+            "3F1C2B9E-7A4D-4C1E-9B2A-0D5E6F7A8B9C",
+            "3f1c2b9e7a4d4c1e9b2a0d5e6f7a8b9c",
+            "{3f1c2b9e-7a4d-4c1e-9b2a-0d5e6f7a8b9}",
+            "3f1c2b9e-7a4d-4c1e-9b2a0-d5e6f7a8b9c",
+            "3f1c2b9e-7a4d-4c1e-9b2a-0d5e6f7a8b9-",
+            "3f1c2b9e-7a4d-4c1e-9b2a-0d5e6f7a8b9g",
+            "3f1c2b9e--a4d-4c1e-9b2a-0d5e6f7a8b9c",
+            "3f1c2b9e-7a4d-4c1e-9b2a-0d5e6f7a8b9c0",
+        ] {
+            assert!(!well_formed(bad), "{bad}");
+        }
     }
 
     /// What the parser gave, comparable: the token, or the error's text.

@@ -65,15 +65,21 @@ impl AdvancedToken {
     }
 
     /// The failures in the window for `keys`, per username and per IP;
-    /// [`Error::Throttled`] past either limit.
+    /// [`Error::Throttled`] past either limit, [`Error::TooManyLogins`] past
+    /// the successful logins allowed per account.
     async fn failures(&self, keys: &Keys) -> Result<(i64, i64), Error> {
         let cfg = self.config();
         let now = self.now();
         let window = cfg.login_failure_window as i64;
         let ip = keys.ip.as_deref().unwrap_or("");
-        let (by_user, by_ip) = self
+        let counts = self
             .db(|s| s.login_failures(&keys.user, ip, now - window))
             .await?;
+        let (by_user, by_ip) = (counts.user, counts.ip);
+        if counts.logins.count >= i64::from(cfg.login_max_successes) {
+            let retry = counts.logins.oldest.unwrap_or(now) + window - now;
+            return Err(Error::TooManyLogins(retry.max(1) as u64));
+        }
         let mut retry_after = 0;
         if by_user.count >= i64::from(cfg.login_max_failures) {
             retry_after = retry_after.max(by_user.oldest.unwrap_or(now) + window - now);
@@ -92,8 +98,10 @@ impl AdvancedToken {
     /// until they are done: past the limit, an attempt waits for one to
     /// finish and then counts again. A burst of wrong passwords gets the
     /// limit's worth of argon2 runs, not one per request; a burst of right
-    /// ones all succeed. Across several instances the bound is the limit
-    /// per instance.
+    /// ones all succeed. Each admitted attempt is recorded as a failure in
+    /// the database *before* its password check (fail closed: an attempt
+    /// whose record cannot be written is refused, no argon2), and a success
+    /// takes its record back.
     async fn throttled_login(
         &self,
         keys: &Keys,
@@ -102,7 +110,7 @@ impl AdvancedToken {
     ) -> Result<String, Error> {
         let cfg = self.config();
         let in_flight = &self.inner.in_flight;
-        let _ip_slot = match &keys.ip {
+        let mut ip_slot = match &keys.ip {
             Some(ip) => {
                 let count = || async { Ok(self.failures(keys).await?.1) };
                 let max = cfg.login_max_failures_per_ip;
@@ -112,29 +120,36 @@ impl AdvancedToken {
         };
         let count = || async { Ok(self.failures(keys).await?.0) };
         let key = format!("user {}", keys.user);
-        let (_user_slot, user_failures) =
-            in_flight.admit(key, cfg.login_max_failures, count).await?;
-        match self.check_password_and_issue(username, password).await {
-            Err(Error::LoginFailed) => {
-                self.record_failure(keys).await?;
-                Err(Error::LoginFailed)
-            }
-            Ok(token) => {
-                if user_failures > 0 {
-                    self.db(|s| s.clear_user_failures(&keys.user)).await?;
-                }
-                Ok(token)
-            }
-            Err(other) => Err(other),
-        }
-    }
-
-    /// Records a failed login, and now and then prunes old ones.
-    async fn record_failure(&self, keys: &Keys) -> Result<(), Error> {
+        let (mut user_slot, _) = in_flight.admit(key, cfg.login_max_failures, count).await?;
         let now = self.now();
         let ip = keys.ip.as_deref();
-        self.db(|s| s.record_login_failure(&keys.user, ip, now))
+        let attempt = self
+            .db(|s| s.record_login_failure(&keys.user, ip, now))
             .await?;
+        // Now in the database's count: no longer counted as under way.
+        user_slot.recorded();
+        if let Some(slot) = ip_slot.as_mut() {
+            slot.recorded();
+        }
+        let outcome = self.check_password_and_issue(username, password).await;
+        match &outcome {
+            Ok(_) => {
+                let done = self
+                    .db(|s| s.login_succeeded(&keys.user, attempt, now))
+                    .await;
+                if let Err(e) = done {
+                    // Counted as a failure, which errs on the safe side.
+                    log::warn!("advanced_token: cannot record a successful login: {e}");
+                }
+            }
+            Err(Error::LoginFailed) => self.prune_failures(now).await?,
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    /// Now and then, deletes the failures that left every window.
+    async fn prune_failures(&self, now: i64) -> Result<(), Error> {
         let last = self.inner.last_prune.load(Ordering::Relaxed);
         let due = now - last >= PRUNE_INTERVAL;
         if due

@@ -222,7 +222,7 @@ impl AdvancedToken {
         self.inner.hasher.operations()
     }
 
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         (self.inner.clock)()
     }
 
@@ -239,7 +239,7 @@ impl AdvancedToken {
     /// other way. The call gets the `connect_timeout` deadline (a hung
     /// database answers 503, never hangs a request or a command), and its
     /// error becomes an [`Error`] that keeps the sqlx error as its source.
-    async fn db<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Error>
+    pub(crate) async fn db<'a, T, F, Fut>(&'a self, call: F) -> Result<T, Error>
     where
         F: FnOnce(&'a dyn Store) -> Fut,
         Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -289,13 +289,13 @@ impl AdvancedToken {
     }
 
     /// Drops every cached token (after a revocation by this process).
-    fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         if let Some(cache) = self.cache() {
             cache.invalidate_all();
         }
     }
 
-    fn expiry_from(&self, now: i64) -> Option<i64> {
+    pub(crate) fn expiry_from(&self, now: i64) -> Option<i64> {
         self.config()
             .token_ttl
             .map(|ttl| now.saturating_add(ttl as i64))

@@ -15,7 +15,9 @@ pub(super) struct InFlight(Mutex<HashMap<String, Arc<Slots>>>);
 
 #[derive(Debug, Default)]
 struct Slots {
-    /// Attempts admitted and not finished, and how many have finished.
+    /// Attempts admitted and not yet in the database's count, and how many
+    /// times that count has changed under us (an attempt recorded or
+    /// finished).
     state: Mutex<(i64, u64)>,
     finished: Notify,
 }
@@ -28,6 +30,8 @@ pub(super) struct Slot<'a> {
     /// `None` only while dropping.
     slots: Option<Arc<Slots>>,
     admitted: bool,
+    /// Its attempt is in the database's count now (see `recorded`).
+    recorded: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -60,6 +64,7 @@ impl InFlight {
             key,
             slots: Some(slots),
             admitted: false,
+            recorded: false,
         };
         loop {
             let admitted = {
@@ -101,13 +106,28 @@ impl Slot<'_> {
     fn slots(&self) -> &Slots {
         self.slots.as_deref().expect("present until drop")
     }
+
+    /// The attempt has been written to the database, whose count others
+    /// read: it stops counting as under way here (it would count twice).
+    pub(super) fn recorded(&mut self) {
+        if self.admitted && !self.recorded {
+            self.recorded = true;
+            let mut state = lock(&self.slots().state);
+            state.0 -= 1;
+            // A count read before the record committed missed it: whoever
+            // is counting now must count again.
+            state.1 += 1;
+        }
+    }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if self.admitted {
             let mut state = lock(&self.slots().state);
-            state.0 -= 1;
+            if !self.recorded {
+                state.0 -= 1;
+            }
             state.1 += 1;
             drop(state);
             self.slots().finished.notify_waiters();

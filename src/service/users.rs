@@ -98,6 +98,14 @@ impl AdvancedToken {
         }
     }
 
+    /// Clears a username's login lockout: forgets its failed logins (and
+    /// its count of successful ones), so it may log in again at once. The
+    /// per-IP counts are left alone.
+    pub async fn reset_throttle(&self, username: &str) -> Result<(), Error> {
+        let key = crate::token::digest(crate::body::normalize_username(username));
+        self.db(|s| s.clear_user_failures(&key)).await
+    }
+
     /// Every user, by username, with the number of unexpired tokens.
     pub async fn list_users(&self) -> Result<Vec<UserInfo>, Error> {
         self.builtin_only("list_users")?;

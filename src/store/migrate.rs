@@ -93,6 +93,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         mysql: include_str!("../../migrations/mysql/0006_revocation_log.sql"),
     },
     Migration {
+        version: 7,
+        users: Users::Builtin,
+        description: "imported keys",
+        sqlite: include_str!("../../migrations/sqlite/0007_imported_keys.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_imported_keys.sql"),
+        mysql: include_str!("../../migrations/mysql/0007_imported_keys.sql"),
+    },
+    Migration {
         version: 101,
         users: Users::App,
         description: "tokens of the app's users",

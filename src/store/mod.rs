@@ -159,6 +159,23 @@ pub(crate) struct Failures {
     pub oldest: Option<i64>,
 }
 
+/// A user's and an IP's login attempts in the throttling window: failed
+/// (or under way) per username and per IP, and successful per username.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub user: Failures,
+    pub ip: Failures,
+    pub logins: Failures,
+}
+
+/// The rows a login attempt recorded before its password check (so that an
+/// attempt is counted even if the check's outcome could not be written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    pub user_row: i64,
+    pub ip_row: Option<i64>,
+}
+
 /// A user flag an administrator sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UserFlag {
@@ -225,7 +242,7 @@ pub(crate) type LogEntry = (i64, Option<String>, Option<String>);
 /// one statement); the ones that revoke tokens log what they revoked in the
 /// same transaction.
 #[rocket::async_trait]
-pub(crate) trait Store: Send + Sync + 'static {
+pub(crate) trait Store: Import + Send + Sync + 'static {
     /// Applies the migrations this database has not seen yet. Safe to run
     /// from any number of processes at once.
     async fn migrate(&self, now: i64) -> Result<(), sqlx::Error>;
@@ -310,35 +327,40 @@ pub(crate) trait Store: Send + Sync + 'static {
         window: i64,
     ) -> Result<(i64, Option<i64>, i64), sqlx::Error>;
 
-    /// Failures since `since` for a username digest and a client IP.
-    async fn login_failures(
-        &self,
-        user: &str,
-        ip: &str,
-        since: i64,
-    ) -> Result<(Failures, Failures), sqlx::Error>;
-    /// Records one failed login for a username digest and, if known, an IP.
+    /// Attempts since `since` for a username digest and a client IP.
+    async fn login_failures(&self, user: &str, ip: &str, since: i64)
+        -> Result<Counts, sqlx::Error>;
+    /// Records a login attempt as failed, for a username digest and, if
+    /// known, an IP, before its password is checked.
     async fn record_login_failure(
         &self,
         user: &str,
         ip: Option<&str>,
         now: i64,
+    ) -> Result<Attempt, sqlx::Error>;
+    /// The attempt succeeded: deletes its rows and the user's earlier
+    /// failures, and records a successful login.
+    async fn login_succeeded(
+        &self,
+        user: &str,
+        attempt: Attempt,
+        now: i64,
     ) -> Result<(), sqlx::Error>;
-    /// Forgets a username's failures (after a successful login).
+    /// Forgets a username's failed and successful logins (a lockout reset).
     async fn clear_user_failures(&self, user: &str) -> Result<(), sqlx::Error>;
     /// Deletes failures that have left every window.
     async fn prune_login_failures(&self, before: i64) -> Result<u64, sqlx::Error>;
 }
 
 /// The counts of a `login_failures` query, `(scope, count, oldest)` per row.
-pub(crate) fn failures(rows: Vec<(String, i64, Option<i64>)>) -> (Failures, Failures) {
-    let mut out = (Failures::default(), Failures::default());
+pub(crate) fn failures(rows: Vec<(String, i64, Option<i64>)>) -> Counts {
+    let mut out = Counts::default();
     for (scope, count, oldest) in rows {
         let f = Failures { count, oldest };
-        if scope == "user" {
-            out.0 = f;
-        } else {
-            out.1 = f;
+        match scope.as_str() {
+            "user" => out.user = f,
+            "ip" => out.ip = f,
+            _ => out.logins = f,
         }
     }
     out
@@ -377,4 +399,152 @@ where
             other => return other,
         }
     }
+}
+
+/// A user read from a Django database, with the user's DRF token and
+/// rotation lock: what `import-django` writes, one user at a time.
+#[derive(Debug, Clone)]
+pub(crate) struct ImportUser {
+    pub username: String,
+    pub password_hash: String,
+    pub is_active: bool,
+    /// `date_joined`, Unix seconds.
+    pub created_at: i64,
+    /// The key's SHA-256 digest and the key's `created`, Unix seconds.
+    pub token: Option<(String, i64)>,
+    pub rotation_locked: bool,
+}
+
+/// How a batch is written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ImportMode {
+    /// Replace the hash of a user whose hash differs, instead of skipping.
+    pub overwrite: bool,
+    /// Roll the batch back instead of committing it.
+    pub dry_run: bool,
+    pub now: i64,
+    /// The expiry of imported tokens (`token_ttl` from now).
+    pub expires_at: Option<i64>,
+}
+
+/// What happened to one row of an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Imported,
+    Updated,
+    Unchanged,
+    /// Not written: the username holds a different password hash.
+    SkippedHashDiffers,
+    /// Not written: the key was imported before (and may have been rotated
+    /// or logged out since).
+    SkippedImportedBefore,
+    /// Not written: the digest belongs to a token of another user.
+    SkippedTaken,
+}
+
+/// What happened to one user of an import: the user, the token (if the
+/// user had one) and the rotation lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UserOutcome {
+    pub user: Outcome,
+    pub token: Option<Outcome>,
+    /// `None` when the user is locked on neither side.
+    pub lock: Option<Outcome>,
+}
+
+/// The user row an import finds under the username: id, hash, active,
+/// locked.
+pub(crate) type ExistingUser = (i64, String, bool, bool);
+
+/// What an import does to one user, decided from the row it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub user: Outcome,
+    pub lock: Option<Outcome>,
+    /// The hash changes: the user's tokens go (as with `set_password`).
+    pub hash_changed: bool,
+    /// Something a cached token carries changes: log a revocation of the
+    /// user's tokens.
+    pub revoking: bool,
+}
+
+/// Decides what to do with `incoming`, given the row found under its
+/// username: shared by every backend, so they agree.
+pub(crate) fn plan(
+    existing: Option<&ExistingUser>,
+    incoming: &ImportUser,
+    overwrite: bool,
+) -> Plan {
+    let Some((_, hash, active, locked)) = existing else {
+        let lock = incoming.rotation_locked.then_some(Outcome::Imported);
+        return Plan {
+            user: Outcome::Imported,
+            lock,
+            hash_changed: false,
+            revoking: false,
+        };
+    };
+    let hash_changed = *hash != incoming.password_hash;
+    if hash_changed && !overwrite {
+        let skipped = Outcome::SkippedHashDiffers;
+        let lock = incoming.rotation_locked.then_some(skipped);
+        return Plan {
+            user: skipped,
+            lock,
+            hash_changed: false,
+            revoking: false,
+        };
+    }
+    let flags_changed = *active != incoming.is_active || *locked != incoming.rotation_locked;
+    let lock = match (*locked, incoming.rotation_locked) {
+        (false, true) => Some(Outcome::Imported),
+        (true, false) => Some(Outcome::Updated),
+        (true, true) => Some(Outcome::Unchanged),
+        (false, false) => None,
+    };
+    let user = if hash_changed || flags_changed {
+        Outcome::Updated
+    } else {
+        Outcome::Unchanged
+    };
+    Plan {
+        user,
+        lock,
+        hash_changed,
+        revoking: hash_changed || flags_changed,
+    }
+}
+
+/// A token imported before: still there, or rotated or logged out since
+/// (`live` is how many tokens of the user have the digest).
+pub(crate) fn token_seen_before(live: i64) -> Outcome {
+    if live > 0 {
+        Outcome::Unchanged
+    } else {
+        Outcome::SkippedImportedBefore
+    }
+}
+
+/// A first-time token: stored, or its digest already belongs to a token.
+pub(crate) fn token_stored(rows: u64) -> Outcome {
+    if rows > 0 {
+        Outcome::Imported
+    } else {
+        Outcome::SkippedTaken
+    }
+}
+
+/// Writing users brought from elsewhere (`import-django`): every backend's
+/// own SQL, in a block of its own at the end of its file.
+#[rocket::async_trait]
+pub(crate) trait Import: Send + Sync {
+    /// Writes a batch of users, each with its token and lock, in one
+    /// transaction (rolled back in a dry run): users are inserted, or
+    /// updated per [`plan`]; a token is inserted unless its digest was
+    /// imported before. Logs a revocation of each changed user's tokens.
+    async fn import_users(
+        &self,
+        batch: &[ImportUser],
+        mode: ImportMode,
+    ) -> Result<Vec<UserOutcome>, sqlx::Error>;
 }

@@ -10,8 +10,10 @@ use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
-    failures, retry, AppTokenTuple, Failures, LogEntry, LoginRow, NewToken, Revoked, Store,
-    TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
+    failures, plan, retry, token_seen_before, token_stored, AppTokenTuple, Attempt, Counts,
+    ExistingUser, Import, ImportMode, ImportUser, LogEntry, LoginRow, NewToken, Outcome, Revoked,
+    Store, TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserOutcome,
+    UserTuple,
 };
 use crate::backend::UserId;
 
@@ -39,6 +41,25 @@ async fn log(conn: &mut MySqlConnection, r: Revoked<'_>) -> Result<(), sqlx::Err
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Inserts one row of the login failures table; returns its id.
+async fn failure_row(
+    conn: &mut MySqlConnection,
+    scope: &str,
+    subject: &str,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+         VALUES (?, ?, ?)",
+    )
+    .bind(scope)
+    .bind(subject)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(done.last_insert_id() as i64)
 }
 
 struct MySqlMigrator(sqlx::pool::PoolConnection<sqlx::MySql>);
@@ -529,10 +550,10 @@ impl Store for MySqlStore {
         user: &str,
         ip: &str,
         since: i64,
-    ) -> Result<(Failures, Failures), sqlx::Error> {
+    ) -> Result<Counts, sqlx::Error> {
         let rows = sqlx::query_as(
             "SELECT scope, COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
-             WHERE ((scope = 'user' AND subject = ?) OR (scope = 'ip' AND subject = ?)) \
+             WHERE ((scope IN ('user', 'login') AND subject = ?) OR (scope = 'ip' AND subject = ?)) \
              AND failed_at > ? GROUP BY scope",
         )
         .bind(user)
@@ -548,33 +569,54 @@ impl Store for MySqlStore {
         user: &str,
         ip: Option<&str>,
         now: i64,
+    ) -> Result<Attempt, sqlx::Error> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let user_row = failure_row(&mut tx, "user", user, now).await?;
+            let ip_row = match ip {
+                Some(ip) => Some(failure_row(&mut tx, "ip", ip, now).await?),
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(Attempt { user_row, ip_row })
+        })
+        .await
+    }
+
+    async fn login_succeeded(
+        &self,
+        user: &str,
+        attempt: Attempt,
+        now: i64,
     ) -> Result<(), sqlx::Error> {
         retry(|| async {
-            let query = match ip {
-                Some(ip) => sqlx::query(
-                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                     VALUES ('user', ?, ?), ('ip', ?, ?)",
-                )
-                .bind(user)
-                .bind(now)
-                .bind(ip)
-                .bind(now),
-                None => sqlx::query(
-                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                     VALUES ('user', ?, ?)",
-                )
-                .bind(user)
-                .bind(now),
-            };
-            query.execute(&self.pool).await
+            let mut tx = self.pool.begin().await?;
+            // The user's failures up to and including this attempt's own
+            // row; attempts still under way keep theirs.
+            sqlx::query(
+                "DELETE FROM advanced_token_login_failures \
+                 WHERE scope = 'user' AND subject = ? AND id <= ?",
+            )
+            .bind(user)
+            .bind(attempt.user_row)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(ip_row) = attempt.ip_row {
+                sqlx::query("DELETE FROM advanced_token_login_failures WHERE id = ?")
+                    .bind(ip_row)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            failure_row(&mut tx, "login", user, now).await?;
+            tx.commit().await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn clear_user_failures(&self, user: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "DELETE FROM advanced_token_login_failures WHERE scope = 'user' AND subject = ?",
+            "DELETE FROM advanced_token_login_failures \
+             WHERE scope IN ('user', 'login') AND subject = ?",
         )
         .bind(user)
         .execute(&self.pool)
@@ -588,5 +630,153 @@ impl Store for MySqlStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// Writes one user of an import in the batch's transaction; also gives the
+/// user's id if the change revokes (the caller logs the revocation).
+async fn import_one(
+    conn: &mut MySqlConnection,
+    u: &ImportUser,
+    mode: ImportMode,
+) -> Result<(UserOutcome, Option<i64>), sqlx::Error> {
+    let existing: Option<ExistingUser> = sqlx::query_as(
+        "SELECT id, password_hash, is_active, rotation_locked FROM advanced_token_users \
+         WHERE username = ? FOR UPDATE",
+    )
+    .bind(&u.username)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let p = plan(existing.as_ref(), u, mode.overwrite);
+    let id = match (p.user, &existing) {
+        (Outcome::SkippedHashDiffers, _) => {
+            let token = u.token.as_ref().map(|_| p.user);
+            let out = UserOutcome {
+                user: p.user,
+                token,
+                lock: p.lock,
+            };
+            return Ok((out, None));
+        }
+        (Outcome::Unchanged, Some(row)) => row.0,
+        _ => upsert_user(conn, u, existing.as_ref()).await?,
+    };
+    if p.hash_changed {
+        sqlx::query("DELETE FROM advanced_token_tokens WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let token = match &u.token {
+        Some((digest, created)) => Some(import_token(conn, id, digest, *created, mode).await?),
+        None => None,
+    };
+    Ok((
+        UserOutcome {
+            user: p.user,
+            token,
+            lock: p.lock,
+        },
+        p.revoking.then_some(id),
+    ))
+}
+
+/// Inserts an imported user, or updates the one with its username; the id.
+async fn upsert_user(
+    conn: &mut MySqlConnection,
+    u: &ImportUser,
+    existing: Option<&ExistingUser>,
+) -> Result<i64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO advanced_token_users \
+         (username, password_hash, is_active, rotation_locked, created_at) \
+         VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+         password_hash = VALUES(password_hash), is_active = VALUES(is_active), \
+         rotation_locked = VALUES(rotation_locked)",
+    )
+    .bind(&u.username)
+    .bind(&u.password_hash)
+    .bind(u.is_active)
+    .bind(u.rotation_locked)
+    .bind(u.created_at)
+    .execute(&mut *conn)
+    .await?;
+    // The row found (and locked) above, or the one just inserted.
+    Ok(existing.map_or(done.last_insert_id() as i64, |row| row.0))
+}
+
+/// Stores an imported token unless its digest was imported before.
+async fn import_token(
+    conn: &mut MySqlConnection,
+    user_id: i64,
+    digest: &str,
+    created: i64,
+    mode: ImportMode,
+) -> Result<Outcome, sqlx::Error> {
+    let first = sqlx::query(
+        "INSERT IGNORE INTO advanced_token_imported_keys (digest, imported_at) VALUES (?, ?)",
+    )
+    .bind(digest)
+    .bind(mode.now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if first == 0 {
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM advanced_token_tokens WHERE digest = ? AND user_id = ?",
+        )
+        .bind(digest)
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        return Ok(token_seen_before(live));
+    }
+    let stored = sqlx::query(
+        "INSERT IGNORE INTO advanced_token_tokens \
+         (user_id, digest, created_at, last_used_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(user_id)
+    .bind(digest)
+    .bind(created)
+    .bind(created)
+    .bind(mode.expires_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(token_stored(stored))
+}
+
+impl MySqlStore {
+    async fn try_import(
+        &self,
+        batch: &[ImportUser],
+        mode: ImportMode,
+    ) -> Result<Vec<UserOutcome>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for u in batch {
+            let (outcome, revoked) = import_one(&mut tx, u, mode).await?;
+            out.push(outcome);
+            if let Some(id) = revoked {
+                log(&mut tx, Revoked::User(&UserId::Int(id))).await?;
+            }
+        }
+        if mode.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+}
+
+#[rocket::async_trait]
+impl Import for MySqlStore {
+    async fn import_users(
+        &self,
+        batch: &[ImportUser],
+        mode: ImportMode,
+    ) -> Result<Vec<UserOutcome>, sqlx::Error> {
+        retry(|| self.try_import(batch, mode)).await
     }
 }

@@ -10,8 +10,10 @@ use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Row};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
-    failures, retry, AppTokenTuple, Failures, LogEntry, LoginRow, NewToken, Revoked, Store,
-    TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserTuple,
+    failures, plan, retry, token_seen_before, token_stored, AppTokenTuple, Attempt, Counts,
+    ExistingUser, Import, ImportMode, ImportUser, LogEntry, LoginRow, NewToken, Outcome, Revoked,
+    Store, TokenInfo, TokenInfoTuple, TokenRow, TokenTuple, UserFlag, UserInfo, UserOutcome,
+    UserTuple,
 };
 use crate::backend::UserId;
 
@@ -39,6 +41,24 @@ async fn log(conn: &mut PgConnection, r: Revoked<'_>) -> Result<(), sqlx::Error>
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Inserts one row of the login failures table; returns its id.
+async fn failure_row(
+    conn: &mut PgConnection,
+    scope: &str,
+    subject: &str,
+    now: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
+         VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(scope)
+    .bind(subject)
+    .bind(now)
+    .fetch_one(conn)
+    .await
 }
 
 struct PgMigrator(sqlx::pool::PoolConnection<sqlx::Postgres>);
@@ -512,10 +532,10 @@ impl Store for PgStore {
         user: &str,
         ip: &str,
         since: i64,
-    ) -> Result<(Failures, Failures), sqlx::Error> {
+    ) -> Result<Counts, sqlx::Error> {
         let rows = sqlx::query_as(
             "SELECT scope, COUNT(*), MIN(failed_at) FROM advanced_token_login_failures \
-             WHERE ((scope = 'user' AND subject = $1) OR (scope = 'ip' AND subject = $2)) \
+             WHERE ((scope IN ('user', 'login') AND subject = $1) OR (scope = 'ip' AND subject = $2)) \
              AND failed_at > $3 GROUP BY scope",
         )
         .bind(user)
@@ -531,32 +551,54 @@ impl Store for PgStore {
         user: &str,
         ip: Option<&str>,
         now: i64,
+    ) -> Result<Attempt, sqlx::Error> {
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let user_row = failure_row(&mut tx, "user", user, now).await?;
+            let ip_row = match ip {
+                Some(ip) => Some(failure_row(&mut tx, "ip", ip, now).await?),
+                None => None,
+            };
+            tx.commit().await?;
+            Ok(Attempt { user_row, ip_row })
+        })
+        .await
+    }
+
+    async fn login_succeeded(
+        &self,
+        user: &str,
+        attempt: Attempt,
+        now: i64,
     ) -> Result<(), sqlx::Error> {
         retry(|| async {
-            let query = match ip {
-                Some(ip) => sqlx::query(
-                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                     VALUES ('user', $1, $3), ('ip', $2, $3)",
-                )
-                .bind(user)
-                .bind(ip)
-                .bind(now),
-                None => sqlx::query(
-                    "INSERT INTO advanced_token_login_failures (scope, subject, failed_at) \
-                     VALUES ('user', $1, $2)",
-                )
-                .bind(user)
-                .bind(now),
-            };
-            query.execute(&self.pool).await
+            let mut tx = self.pool.begin().await?;
+            // The user's failures up to and including this attempt's own
+            // row; attempts still under way keep theirs.
+            sqlx::query(
+                "DELETE FROM advanced_token_login_failures \
+                 WHERE scope = 'user' AND subject = $1 AND id <= $2",
+            )
+            .bind(user)
+            .bind(attempt.user_row)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(ip_row) = attempt.ip_row {
+                sqlx::query("DELETE FROM advanced_token_login_failures WHERE id = $1")
+                    .bind(ip_row)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            failure_row(&mut tx, "login", user, now).await?;
+            tx.commit().await
         })
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn clear_user_failures(&self, user: &str) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "DELETE FROM advanced_token_login_failures WHERE scope = 'user' AND subject = $1",
+            "DELETE FROM advanced_token_login_failures \
+             WHERE scope IN ('user', 'login') AND subject = $1",
         )
         .bind(user)
         .execute(&self.pool)
@@ -575,3 +617,145 @@ impl Store for PgStore {
 
 /// The channel on which revocations are announced (migration 4's trigger).
 pub(crate) const REVOCATION_CHANNEL: &str = "advanced_token_revocations";
+
+/// Writes one user of an import in the batch's transaction; also gives the
+/// user's id if the change revokes (the caller logs the revocation).
+async fn import_one(
+    conn: &mut PgConnection,
+    u: &ImportUser,
+    mode: ImportMode,
+) -> Result<(UserOutcome, Option<i64>), sqlx::Error> {
+    let existing: Option<ExistingUser> = sqlx::query_as(
+        "SELECT id, password_hash, is_active, rotation_locked FROM advanced_token_users \
+         WHERE username = $1 FOR UPDATE",
+    )
+    .bind(&u.username)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let p = plan(existing.as_ref(), u, mode.overwrite);
+    let id = match (p.user, &existing) {
+        (Outcome::SkippedHashDiffers, _) => {
+            let token = u.token.as_ref().map(|_| p.user);
+            let out = UserOutcome {
+                user: p.user,
+                token,
+                lock: p.lock,
+            };
+            return Ok((out, None));
+        }
+        (Outcome::Unchanged, Some(row)) => row.0,
+        _ => upsert_user(conn, u).await?,
+    };
+    if p.hash_changed {
+        sqlx::query("DELETE FROM advanced_token_tokens WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let token = match &u.token {
+        Some((digest, created)) => Some(import_token(conn, id, digest, *created, mode).await?),
+        None => None,
+    };
+    Ok((
+        UserOutcome {
+            user: p.user,
+            token,
+            lock: p.lock,
+        },
+        p.revoking.then_some(id),
+    ))
+}
+
+/// Inserts an imported user, or updates the one with its username; the id.
+async fn upsert_user(conn: &mut PgConnection, u: &ImportUser) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO advanced_token_users \
+         (username, password_hash, is_active, rotation_locked, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (username) DO UPDATE SET \
+         password_hash = excluded.password_hash, is_active = excluded.is_active, \
+         rotation_locked = excluded.rotation_locked RETURNING id",
+    )
+    .bind(&u.username)
+    .bind(&u.password_hash)
+    .bind(u.is_active)
+    .bind(u.rotation_locked)
+    .bind(u.created_at)
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Stores an imported token unless its digest was imported before.
+async fn import_token(
+    conn: &mut PgConnection,
+    user_id: i64,
+    digest: &str,
+    created: i64,
+    mode: ImportMode,
+) -> Result<Outcome, sqlx::Error> {
+    let first = sqlx::query(
+        "INSERT INTO advanced_token_imported_keys (digest, imported_at) VALUES ($1, $2) \
+         ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(digest)
+    .bind(mode.now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if first == 0 {
+        let live: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM advanced_token_tokens WHERE digest = $1 AND user_id = $2",
+        )
+        .bind(digest)
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+        return Ok(token_seen_before(live));
+    }
+    let stored = sqlx::query(
+        "INSERT INTO advanced_token_tokens (user_id, digest, created_at, last_used_at, expires_at) \
+         VALUES ($1, $2, $3, $3, $4) ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(digest)
+    .bind(created)
+    .bind(mode.expires_at)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(token_stored(stored))
+}
+
+impl PgStore {
+    async fn try_import(
+        &self,
+        batch: &[ImportUser],
+        mode: ImportMode,
+    ) -> Result<Vec<UserOutcome>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for u in batch {
+            let (outcome, revoked) = import_one(&mut tx, u, mode).await?;
+            out.push(outcome);
+            if let Some(id) = revoked {
+                log(&mut tx, Revoked::User(&UserId::Int(id))).await?;
+            }
+        }
+        if mode.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+}
+
+#[rocket::async_trait]
+impl Import for PgStore {
+    async fn import_users(
+        &self,
+        batch: &[ImportUser],
+        mode: ImportMode,
+    ) -> Result<Vec<UserOutcome>, sqlx::Error> {
+        retry(|| self.try_import(batch, mode)).await
+    }
+}

@@ -290,6 +290,30 @@ impl TestDb {
         out
     }
 
+    /// A connection of its own that runs `sql` (a lock) in a transaction
+    /// and holds it until the returned value is dropped.
+    pub async fn hold(&self, sql: &str) -> Held {
+        use sqlx::{Connection, Executor};
+        match self.backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                c.execute(sql).await.unwrap();
+                Held::Sqlite(c)
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+                c.execute("BEGIN").await.unwrap();
+                c.execute(sql).await.unwrap();
+                Held::Postgres(c)
+            }
+            Backend::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(&self.url).await.unwrap();
+                c.execute(sql).await.unwrap();
+                Held::MySql(c)
+            }
+        }
+    }
+
     /// How many rows a table has.
     pub async fn count(&self, table: &str) -> i64 {
         let rows = self
@@ -438,6 +462,15 @@ pub fn wait_with_deadline(
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// A connection holding a lock, from [`TestDb::hold`]; dropping it ends the
+/// session and so the lock.
+#[allow(dead_code)]
+pub enum Held {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+    MySql(sqlx::MySqlConnection),
 }
 
 /// Rocket's defaults alone: not the repository's Rocket.toml, not ROCKET_*.

@@ -56,6 +56,7 @@ macro_rules! suite {
 mod behaviour;
 mod cli;
 mod common;
+mod django;
 mod flood;
 mod instances;
 mod launch;

@@ -35,6 +35,13 @@ macro_rules! all_security_tests {
             token_responses_are_not_stored,
             padded_usernames_share_the_throttle,
             ipv6_clients_are_throttled_per_64,
+            a_password_change_cuts_off_logins_in_flight,
+            a_deactivation_cuts_off_logins_in_flight,
+            a_login_racing_delete_user_is_a_401,
+            rotation_keeps_the_lifetime_of_the_first_login,
+            rotations_are_rate_limited_per_user,
+            an_attempt_that_cannot_be_recorded_runs_no_argon2,
+            successful_logins_are_capped_per_account,
         );
     };
 }
@@ -45,6 +52,7 @@ mod sqlite {
 
 mod postgres {
     all_security_tests!(Postgres);
+    security_suite!(Postgres: refused_connections_answer_503);
 }
 
 mod mysql {
@@ -271,4 +279,322 @@ async fn the_cli_takes_a_password_from_the_environment() {
         .login("alice", "from the environment")
         .await
         .is_ok());
+}
+
+// ----- logins racing administrative changes ---------------------------------
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rocket_advanced_token::AdvancedToken;
+
+/// Runs `loops` tasks logging `user` in with `password` until `stop`;
+/// returns the tokens they got and every error other than a failed login.
+fn login_loops(
+    at: &AdvancedToken,
+    user: &str,
+    password: &str,
+    loops: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<rocket::tokio::task::JoinHandle<(Vec<String>, Vec<String>)>> {
+    (0..loops)
+        .map(|_| {
+            let (at, user, password, stop) = (
+                at.clone(),
+                user.to_owned(),
+                password.to_owned(),
+                stop.clone(),
+            );
+            rocket::tokio::spawn(async move {
+                let (mut tokens, mut errors) = (Vec::new(), Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    match at.login(&user, &password).await {
+                        Ok(t) => tokens.push(t),
+                        Err(Error::LoginFailed) => {}
+                        Err(e) => errors.push(format!("{e:?}")),
+                    }
+                }
+                (tokens, errors)
+            })
+        })
+        .collect()
+}
+
+async fn racing_client(db: &TestDb) -> rocket::local::asynchronous::Client {
+    let settings = json!({
+        "login_throttle": false,
+        "token_cache": false,
+        "max_tokens_per_user": 100000,
+        "hash_concurrency": 4,
+    });
+    client(db, settings).await
+}
+
+/// Issue 12, item 1: eight clients log in with the old password while the
+/// password changes. Every token a login issued with the old password must
+/// be dead once the change has returned and the logins are done: a login
+/// past the password check when the change committed must fail, not store
+/// a token the change no longer revokes.
+pub async fn a_password_change_cuts_off_logins_in_flight(db: TestDb) {
+    let client = racing_client(&db).await;
+    let at = at(&client).clone();
+    at.create_user("frank", "password number 0").await.unwrap();
+    let mut outlived = Vec::new();
+    for round in 0..6 {
+        let old = format!("password number {round}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops = login_loops(&at, "frank", &old, 8, &stop);
+        rocket::tokio::time::sleep(Duration::from_millis(150)).await;
+        let new = format!("password number {}", round + 1);
+        at.set_password("frank", &new).await.unwrap();
+        stop.store(true, Ordering::SeqCst);
+        for l in loops {
+            let (tokens, errors) = l.await.unwrap();
+            assert!(errors.is_empty(), "{errors:?}");
+            for t in tokens {
+                if at.authenticate(&t).await.is_ok() {
+                    outlived.push(round);
+                }
+            }
+        }
+    }
+    assert!(
+        outlived.is_empty(),
+        "tokens issued with the old password outlived the change (rounds {outlived:?})"
+    );
+}
+
+/// The same for a deactivation: no token issued to the user survives it
+/// as a working token once it has returned (they answer 401).
+pub async fn a_deactivation_cuts_off_logins_in_flight(db: TestDb) {
+    let client = racing_client(&db).await;
+    let at = at(&client).clone();
+    at.create_user("frank", PW).await.unwrap();
+    let mut issued_after = 0;
+    for _ in 0..4 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops = login_loops(&at, "frank", PW, 8, &stop);
+        rocket::tokio::time::sleep(Duration::from_millis(150)).await;
+        at.deactivate_user("frank").await.unwrap();
+        let deactivated = at.list_tokens("frank").await.unwrap().len();
+        stop.store(true, Ordering::SeqCst);
+        for l in loops {
+            let (_, errors) = l.await.unwrap();
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        // Logins that passed the password check before the deactivation
+        // committed must not have stored a token after it.
+        issued_after += at.list_tokens("frank").await.unwrap().len() - deactivated;
+        at.activate_user("frank").await.unwrap();
+        at.revoke_tokens("frank").await.unwrap();
+    }
+    assert_eq!(issued_after, 0, "tokens were stored for a deactivated user");
+}
+
+/// Issue 12, item 4: a login racing `delete-user` fails like a wrong
+/// password, never with a server error; `issue_token` for an unknown id is
+/// `UnknownUser`.
+pub async fn a_login_racing_delete_user_is_a_401(db: TestDb) {
+    let client = racing_client(&db).await;
+    let at = at(&client).clone();
+    for round in 0..5 {
+        let name = format!("gone{round}");
+        at.create_user(&name, PW).await.unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let loops = login_loops(&at, &name, PW, 8, &stop);
+        rocket::tokio::time::sleep(Duration::from_millis(150)).await;
+        at.delete_user(&name).await.unwrap();
+        rocket::tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.store(true, Ordering::SeqCst);
+        for l in loops {
+            let (_, errors) = l.await.unwrap();
+            assert!(
+                errors.is_empty(),
+                "a login racing delete-user failed with {errors:?}"
+            );
+        }
+    }
+    assert!(matches!(
+        at.issue_token(987_654_321).await,
+        Err(Error::UnknownUser(_))
+    ));
+}
+
+/// Rotation keeps the time of the login that started the chain, so
+/// `token_max_lifetime` cannot be stretched by rotating.
+pub async fn rotation_keeps_the_lifetime_of_the_first_login(db: TestDb) {
+    let clock = FakeClock::new();
+    let settings = json!({"token_ttl": 600, "token_ttl_sliding": true, "token_max_lifetime": 1800});
+    let client = client_with_clock(&db, settings, &clock).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let mut token = login(&client, "alice", PW).await;
+    for _ in 0..3 {
+        clock.advance(500);
+        let res = client
+            .put("/auth/token/")
+            .header(auth(&token))
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Ok);
+        token = body_json(res).await["token"].as_str().unwrap().to_owned();
+    }
+    // 1,500 s after the login: the rotated token lives to 1,800, not to
+    // 1,500 + 600.
+    clock.advance(299);
+    assert_eq!(check(&client, &token).await, Status::Ok);
+    clock.advance(1);
+    assert_eq!(check(&client, &token).await, Status::Unauthorized);
+}
+
+/// Issue 12, item 2: one user cannot rotate without bound.
+pub async fn rotations_are_rate_limited_per_user(db: TestDb) {
+    let client = client(&db, json!({"rotation_max_per_minute": 3})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    at(&client).create_user("bob", PW).await.unwrap();
+    let mut token = login(&client, "alice", PW).await;
+    for _ in 0..3 {
+        let res = client
+            .put("/auth/token/")
+            .header(auth(&token))
+            .dispatch()
+            .await;
+        assert_eq!(res.status(), Status::Ok);
+        token = body_json(res).await["token"].as_str().unwrap().to_owned();
+    }
+    let res = client
+        .put("/auth/token/")
+        .header(auth(&token))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+    let retry: u64 = res
+        .headers()
+        .get_one("Retry-After")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(
+        body_json(res).await,
+        json!({"detail": "Too many token rotations. Try again later."})
+    );
+    assert_eq!(
+        check(&client, &token).await,
+        Status::Ok,
+        "the refused rotation changed nothing"
+    );
+    // Another user is not affected.
+    let bob = login(&client, "bob", PW).await;
+    let res = client
+        .put("/auth/token/")
+        .header(auth(&bob))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+}
+
+/// Issue 12, item 5: PostgreSQL refusing new connections (55000, "not
+/// currently accepting connections") answers 503, not 500.
+pub async fn refused_connections_answer_503(db: TestDb) {
+    let client = client(&db, json!({"token_cache": false})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let server = std::env::var("ADVANCED_TOKEN_TEST_POSTGRES").unwrap();
+    let admin = |sql: String| {
+        let server = server.clone();
+        async move {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&server).await.unwrap();
+            sqlx::query(&sql).execute(&mut c).await.unwrap();
+        }
+    };
+    admin(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false")).await;
+    admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(check(&client, &token).await);
+    }
+    admin(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")).await;
+    assert!(
+        statuses.iter().all(|s| *s == Status::ServiceUnavailable),
+        "{statuses:?}"
+    );
+    wait_until("recovery", Duration::from_secs(20), || async {
+        check(&client, &token).await == Status::Ok
+    })
+    .await;
+}
+
+/// Issue 12, item 6: the attempt is counted before the password check, so
+/// one whose record cannot be written is refused without argon2 (no free
+/// guess). Another connection holds a write lock on the failures table.
+pub async fn an_attempt_that_cannot_be_recorded_runs_no_argon2(db: TestDb) {
+    let figment = db
+        .figment(json!({}))
+        .merge(("databases.advanced_token.connect_timeout", 1));
+    let client = rocket::local::asynchronous::Client::tracked(app(figment, None))
+        .await
+        .unwrap();
+    at(&client).create_user("alice", PW).await.unwrap();
+    let lock = match db.backend {
+        Backend::Sqlite => "BEGIN EXCLUSIVE",
+        Backend::Postgres => "LOCK TABLE advanced_token_login_failures IN EXCLUSIVE MODE",
+        Backend::MySql => "LOCK TABLES advanced_token_login_failures READ",
+    };
+    let holder = db.hold(lock).await;
+    let before = at(&client).password_operations();
+    for _ in 0..3 {
+        let (status, _) = login_raw(&client, "alice", "a wrong guess").await;
+        assert_eq!(status, Status::ServiceUnavailable);
+    }
+    assert_eq!(
+        at(&client).password_operations(),
+        before,
+        "argon2 ran for attempts that could not be counted"
+    );
+    drop(holder);
+    wait_until(
+        "the table is writable again",
+        Duration::from_secs(20),
+        || async { login_raw(&client, "alice", PW).await.0 == Status::Ok },
+    )
+    .await;
+}
+
+/// Issue 12, item 11: successful logins are capped per account.
+pub async fn successful_logins_are_capped_per_account(db: TestDb) {
+    let client = client(&db, json!({"login_max_successes": 3})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    at(&client).create_user("bob", PW).await.unwrap();
+    for _ in 0..3 {
+        login(&client, "alice", PW).await;
+    }
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .body(json!({"username": "alice", "password": PW}).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::TooManyRequests);
+    assert!(res.headers().get_one("Retry-After").is_some());
+    assert_eq!(
+        body_json(res).await,
+        json!({"detail": "Too many logins. Try again later."})
+    );
+    login(&client, "bob", PW).await;
+    // An administrator's reset lifts it.
+    at(&client).reset_throttle("alice").await.unwrap();
+    login(&client, "alice", PW).await;
 }
