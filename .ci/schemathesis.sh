@@ -6,8 +6,8 @@
 # Builds the debug binary (the profile the tests use), starts
 # `advanced-token serve` on a fresh SQLite database and a free port, creates
 # users, logs them in with curl, and runs schemathesis with their tokens:
-# first every operation but the ones that kill the token (PUT token/ and
-# logout/), so that the token stays valid throughout; then each of those on
+# first every operation but the ones that kill the token (PUT token/,
+# logout/, DELETE token/ and DELETE tokens/{id}/), so that the token stays valid throughout; then each of those on
 # its own, with a user and token of its own (after its first rotation or
 # logout the rest answer 401, which is documented).
 #
@@ -91,7 +91,7 @@ PY
 PASSWORD="fuzz-$(python3 -c 'import secrets; print(secrets.token_hex(8))')"
 # One user for the operations that keep the token alive, and one for each
 # operation that kills it (a logout deletes every token of its user).
-USERS="fuzzer rotate logout-get logout-post"
+USERS="fuzzer rotate logout-get logout-post logout-device delete-token"
 for user in $USERS; do
     printf '%s\n' "$PASSWORD" | "$BIN" create-user "$user" --password-stdin
 done
@@ -139,7 +139,8 @@ run_schemathesis() {
 
 echo "-- pass 1: every operation that keeps the token alive"
 run_schemathesis 150 "${TOKEN[fuzzer]}" --exclude-operation-id rotateToken \
-    --exclude-operation-id logoutGet --exclude-operation-id logoutPost
+    --exclude-operation-id logoutGet --exclude-operation-id logoutPost \
+    --exclude-operation-id logoutDevice --exclude-operation-id deleteToken
 
 echo "-- pass 2: token rotation (200 once, then 401: the token is rotated away)"
 run_schemathesis 30 "${TOKEN[rotate]}" --include-operation-id rotateToken
@@ -149,6 +150,12 @@ run_schemathesis 30 "${TOKEN[logout-get]}" --include-operation-id logoutGet
 
 echo "-- pass 4: POST logout (200 once, then 401)"
 run_schemathesis 30 "${TOKEN[logout-post]}" --include-operation-id logoutPost
+
+echo "-- pass 5: DELETE token/ (200 once, then 401)"
+run_schemathesis 30 "${TOKEN[logout-device]}" --include-operation-id logoutDevice
+
+echo "-- pass 6: DELETE tokens/{id}/ (404 for ids not the user's; 200 once for its own, then 401)"
+run_schemathesis 30 "${TOKEN[delete-token]}" --include-operation-id deleteToken
 
 # The server must have survived the fuzzing.
 curl -fsS -o /dev/null "$BASE/auth/openapi.json"

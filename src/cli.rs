@@ -1,10 +1,54 @@
-//! The `advanced-token` command line: the demo server and the admin
-//! commands, on the same configuration as the server.
+//! The admin command line: the crate's own `advanced-token` binary (demo
+//! server and admin commands), and the pieces an app needs to ship the
+//! same admin commands in its own binary.
+//!
+//! An app with its own clap command line takes [`Command`] in as a
+//! subcommand and runs it with [`run_command`] on its [`AdvancedToken`]:
+//!
+//! ```rust,no_run
+//! use clap::{Parser, Subcommand};
+//! use rocket_advanced_token::{cli, AdvancedToken};
+//!
+//! #[derive(Parser)]
+//! struct AppCli {
+//!     #[command(subcommand)]
+//!     command: AppCommand,
+//! }
+//!
+//! #[derive(Subcommand)]
+//! enum AppCommand {
+//!     /// The app's own command.
+//!     Migrate,
+//!     /// Users and tokens.
+//!     #[command(subcommand)]
+//!     Auth(cli::Command),
+//! }
+//!
+//! #[rocket::main]
+//! async fn main() -> Result<(), rocket_advanced_token::Error> {
+//!     match AppCli::parse().command {
+//!         AppCommand::Migrate => Ok(()),
+//!         AppCommand::Auth(command) => {
+//!             let at = AdvancedToken::connect(&rocket::Config::figment()).await?;
+//!             cli::run_command(&at, command).await
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! To apply the app's password policy, audit hook or users backend, open
+//! the handle with the app's fairing instead:
+//! `AdvancedToken::fairing().password_policy(..).connect(&figment)` (see
+//! [`TokenFairing::connect`](crate::TokenFairing::connect)).
+//!
+//! Or, for a binary that is only the admin commands,
+//! [`run_cli()`](crate::run_cli) (it never starts a server).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::demo::demo;
 use crate::error::Error;
@@ -17,27 +61,49 @@ use crate::service::AdvancedToken;
 /// sections, in the profile ROCKET_PROFILE selects) and ROCKET_* variables.
 #[derive(Debug, Parser)]
 #[command(name = "advanced-token", version, about, long_about)]
-struct Cli {
+struct BinCli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<BinCommand>,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum BinCommand {
     /// Run the demo server (the default): the routes at /auth and a
     /// protected GET /api/hello/.
     Serve,
+    #[command(flatten)]
+    Admin(Command),
+}
+
+/// The admin commands of an app's binary: users and tokens, on the same
+/// configuration as the server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct AdminCli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The admin commands, as a clap subcommand enum: an app can take them into
+/// its own command line (`#[command(subcommand)]` or `#[command(flatten)]`)
+/// and run one with [`run_command`].
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
     /// Create an active user.
     CreateUser {
         /// The username (case-sensitive).
         username: String,
+        /// How the password is given.
         #[command(flatten)]
         password: PasswordArgs,
     },
-    /// Set a user's password. This revokes all of the user's tokens.
+    /// Set a user's password. This revokes all of the user's tokens and
+    /// clears the user's login lockout.
     SetPassword {
         /// The username.
         username: String,
+        /// How the password is given.
         #[command(flatten)]
         password: PasswordArgs,
     },
@@ -46,7 +112,7 @@ enum Command {
         /// The username.
         username: String,
     },
-    /// Re-activate a deactivated user.
+    /// Re-activate a deactivated user (and clear the user's login lockout).
     Activate {
         /// The username.
         username: String,
@@ -57,12 +123,19 @@ enum Command {
         username: String,
     },
     /// Forbid token rotation (PUT token/) for one user.
-    LockToken {
+    #[command(alias = "lock-token")]
+    LockRotation {
         /// The username.
         username: String,
     },
     /// Allow token rotation again for one user.
-    UnlockToken {
+    #[command(alias = "unlock-token")]
+    UnlockRotation {
+        /// The username.
+        username: String,
+    },
+    /// Clear a user's login lockout: forget the user's failed logins.
+    ResetThrottle {
         /// The username.
         username: String,
     },
@@ -72,14 +145,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List a user's tokens: id, created, last used, expires. Never the
-    /// token itself.
+    /// List a user's tokens: id, created, last used, expires (UTC, ISO
+    /// 8601). Never the token itself.
     ListTokens {
         /// The username.
         username: String,
-        /// Print JSON instead of a table.
+        /// Print JSON (Unix seconds) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Delete one token by its id (as list-tokens shows it).
+    RevokeToken {
+        /// The token's id.
+        id: i64,
     },
     /// Log one user out everywhere: delete all of the user's tokens.
     RevokeTokens {
@@ -118,18 +196,18 @@ enum Command {
 /// an environment variable to other processes of the same user (through
 /// `/proc/<pid>/environ`) and to whatever the variable is passed on to.
 #[derive(Debug, Args)]
-struct PasswordArgs {
+pub struct PasswordArgs {
     /// The password. Visible to every user in the process list and kept in
     /// shell history: prefer --password-stdin.
     #[arg(long, conflicts_with_all = ["password_stdin", "password_env"])]
-    password: Option<String>,
+    pub password: Option<String>,
     /// Read the password from the first line of standard input (preferred).
     #[arg(long, conflicts_with = "password_env")]
-    password_stdin: bool,
+    pub password_stdin: bool,
     /// Read the password from the environment variable VAR (kept out of the
     /// process list and history; prefer --password-stdin where you can).
     #[arg(long, value_name = "VAR")]
-    password_env: Option<String>,
+    pub password_env: Option<String>,
 }
 
 impl PasswordArgs {
@@ -170,19 +248,52 @@ impl PasswordArgs {
     }
 }
 
-/// Runs the `advanced-token` command line with the process's arguments and
-/// returns its exit code. An app can call this from its own `main` to ship
-/// the same admin commands.
+/// The program's name, as invoked (the app's binary name in its messages).
+fn program() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::args_os()
+            .next()
+            .and_then(|a| {
+                let path = std::path::PathBuf::from(a);
+                Some(path.file_stem()?.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "advanced-token".to_owned())
+    })
+}
+
+/// Runs the admin commands with the process's arguments and returns the
+/// exit code: for an app's own admin binary (`fn main() -> ExitCode {
+/// rocket_advanced_token::run_cli() }`). Messages carry the binary's
+/// name. A command is required: it never starts a server.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
-    let command = match cli.command.unwrap_or(Command::Serve) {
+    let name = program();
+    let matches = AdminCli::command().name(name).bin_name(name).get_matches();
+    match AdminCli::from_arg_matches(&matches) {
+        Ok(cli) => run_admin_command(cli.command),
+        Err(e) => e.exit(),
+    }
+}
+
+/// The crate's own `advanced-token` binary: the admin commands, plus
+/// `serve` (the demo server), which is the default. Apps call
+/// [`run_cli()`](crate::run_cli) instead.
+#[doc(hidden)]
+pub fn run_binary() -> ExitCode {
+    match BinCli::parse().command.unwrap_or(BinCommand::Serve) {
         // Rocket's own runtime, sized by its `workers` setting and with
         // graceful shutdown, as `#[launch]` would give.
-        Command::Serve => return rocket::execute(serve()),
+        BinCommand::Serve => rocket::execute(serve()),
+        BinCommand::Admin(command) => run_admin_command(command),
+    }
+}
+
+/// Runs one admin command on the configuration's database; the exit code.
+fn run_admin_command(command: Command) -> ExitCode {
+    if let Command::RevokeAllTokens { force: false } = command {
         // Refused before the database is opened (or a SQLite file created).
-        Command::RevokeAllTokens { force: false } => return fail(NEED_FORCE),
-        command => command,
-    };
+        return fail(NEED_FORCE);
+    }
     let runtime = match rocket::tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -200,7 +311,7 @@ const NEED_FORCE: &str =
     "this deletes every token of every user; nothing was changed. Run again with --force to do it";
 
 fn fail(msg: &str) -> ExitCode {
-    eprintln!("advanced-token: {msg}");
+    eprintln!("{}: error: {msg}", program());
     ExitCode::FAILURE
 }
 
@@ -219,7 +330,14 @@ async fn admin(command: Command) -> Result<(), String> {
     let at = AdvancedToken::connect(&figment)
         .await
         .map_err(|e| e.to_string())?;
-    let result = run_admin(&at, command).await;
+    if let Some(file) = at.created_database_file() {
+        eprintln!(
+            "{}: note: created a new SQLite database at {}",
+            program(),
+            file.display()
+        );
+    }
+    let result = run_command(&at, command).await;
     at.close().await;
     result.map_err(|e| match e {
         Error::Unavailable(_) => format!("the database at {} is unavailable", at.database()),
@@ -232,13 +350,35 @@ fn say(line: impl std::fmt::Display) {
     let _ = writeln!(out, "{line}");
 }
 
-fn time(t: Option<i64>) -> String {
-    t.map_or_else(|| "never".to_owned(), |t| t.to_string())
+/// Unix seconds as ISO 8601 in UTC, e.g. `2026-11-29T14:00:00Z`.
+fn iso(t: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&format).ok())
+        .unwrap_or_else(|| t.to_string())
 }
 
-async fn run_admin(at: &AdvancedToken, command: Command) -> Result<(), Error> {
+fn time(t: Option<i64>) -> String {
+    t.map_or_else(|| "never".to_owned(), iso)
+}
+
+/// Runs one admin command on `at`, printing its result to standard output
+/// as the `advanced-token` binary does (passwords are read from
+/// `--password`, `--password-stdin` or a terminal prompt). The app's
+/// password policy applies when `at` comes from its fairing.
+///
+/// ```rust,no_run
+/// use rocket_advanced_token::cli::{self, Command};
+///
+/// # async fn f(at: &rocket_advanced_token::AdvancedToken) -> Result<(), rocket_advanced_token::Error> {
+/// let command = Command::ResetThrottle { username: "alice".into() };
+/// cli::run_command(at, command).await?;
+/// # Ok(()) }
+/// ```
+pub async fn run_command(at: &AdvancedToken, command: Command) -> Result<(), Error> {
     match command {
-        Command::Serve => unreachable!("serve is handled by run()"),
         Command::ListUsers { json } => list_users(at, json).await,
         Command::ListTokens { username, json } => list_tokens(at, &username, json).await,
         Command::ImportDjango {
@@ -269,7 +409,7 @@ async fn change(at: &AdvancedToken, command: Command) -> Result<String, Error> {
         Command::SetPassword { username, password } => {
             let pw = password.read().map_err(Error::InvalidInput)?;
             let revoked = at.set_password(&username, &pw).await?;
-            format!("Password of {username:?} changed; {revoked} token(s) revoked.")
+            format!("Changed the password of {username:?}; revoked {revoked} token(s).")
         }
         Command::Deactivate { username } => {
             at.deactivate_user(&username).await?;
@@ -290,14 +430,22 @@ async fn change(at: &AdvancedToken, command: Command) -> Result<String, Error> {
 /// The commands about tokens and rotation locks; returns what to print.
 async fn revoke(at: &AdvancedToken, command: Command) -> Result<String, Error> {
     Ok(match command {
-        Command::LockToken { username } => {
+        Command::LockRotation { username } => {
             at.lock_rotation(&username).await?;
-            format!("Token rotation locked for {username:?}.")
+            format!("Locked token rotation for {username:?}.")
         }
-        Command::UnlockToken { username } => {
+        Command::UnlockRotation { username } => {
             at.unlock_rotation(&username).await?;
-            format!("Token rotation unlocked for {username:?}.")
+            format!("Unlocked token rotation for {username:?}.")
         }
+        Command::ResetThrottle { username } => {
+            at.reset_throttle(&username).await?;
+            format!("Cleared the login lockout of {username:?}.")
+        }
+        Command::RevokeToken { id } => match at.revoke_token(id).await? {
+            true => format!("Revoked token {id}."),
+            false => return Err(Error::TokenNotFound),
+        },
         Command::RevokeTokens { username } => {
             let n = at.revoke_tokens(&username).await?;
             format!("Revoked {n} token(s) of {username:?}.")
@@ -348,8 +496,8 @@ async fn list_tokens(at: &AdvancedToken, username: &str, json: bool) -> Result<(
         .map(|t| {
             vec![
                 t.id.to_string(),
-                t.created_at.to_string(),
-                t.last_used_at.to_string(),
+                iso(t.created_at),
+                iso(t.last_used_at),
                 time(t.expires_at),
             ]
         })
@@ -421,5 +569,77 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) {
     line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
         line(row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct AppCli {
+        #[command(subcommand)]
+        command: AppCommand,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum AppCommand {
+        Migrate,
+        #[command(subcommand)]
+        Auth(Command),
+    }
+
+    #[derive(Debug, Parser)]
+    struct FlatCli {
+        #[command(subcommand)]
+        command: FlatCommand,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum FlatCommand {
+        Migrate,
+        #[command(flatten)]
+        Auth(Command),
+    }
+
+    #[test]
+    fn an_app_embeds_the_commands() {
+        let cli = AppCli::try_parse_from(["app", "auth", "reset-throttle", "alice"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            AppCommand::Auth(Command::ResetThrottle { .. })
+        ));
+        let cli = FlatCli::try_parse_from(["app", "lock-token", "alice"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            FlatCommand::Auth(Command::LockRotation { .. })
+        ));
+        let cli = FlatCli::try_parse_from(["app", "migrate"]).unwrap();
+        assert!(matches!(cli.command, FlatCommand::Migrate));
+    }
+
+    #[test]
+    fn an_apps_admin_binary_needs_a_command_and_has_no_serve() {
+        assert!(AdminCli::try_parse_from(["app"]).is_err());
+        assert!(AdminCli::try_parse_from(["app", "serve"]).is_err());
+        assert!(AdminCli::try_parse_from(["app", "unlock-token", "alice"]).is_ok());
+        // The crate's own binary serves by default.
+        assert!(BinCli::try_parse_from(["advanced-token"])
+            .unwrap()
+            .command
+            .is_none());
+        assert!(matches!(
+            BinCli::try_parse_from(["advanced-token", "serve"])
+                .unwrap()
+                .command,
+            Some(BinCommand::Serve)
+        ));
+    }
+
+    #[test]
+    fn times_are_iso_8601_utc() {
+        assert_eq!(iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(iso(1_795_960_800), "2026-11-29T14:00:00Z");
+        assert_eq!(time(None), "never");
     }
 }

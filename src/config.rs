@@ -259,11 +259,12 @@ pub struct Config {
     /// _Default:_ `true`.
     pub token_cache: bool,
 
-    /// How often, in seconds, each instance polls the database's revocation
-    /// counter (one tiny query, whatever the load) and drops its cache when
-    /// it moved: the bound on how long a token revoked elsewhere may still
-    /// be accepted here. (On PostgreSQL a `NOTIFY` usually brings the news
-    /// at once; the poll is the fallback.) Between 0.05 and 60.
+    /// How often, in seconds, each instance reads the database's revocation
+    /// log (one small query, whatever the load) and drops from its cache
+    /// what each new entry names: a token, a user's tokens, or everything:
+    /// the bound on how long a token revoked elsewhere may still be
+    /// accepted here. (On PostgreSQL a `NOTIFY` usually brings the news at
+    /// once; the poll is the fallback.) Between 0.05 and 60.
     ///
     /// _Default:_ `1.0`.
     pub token_cache_poll: f64,
@@ -305,6 +306,25 @@ pub struct Config {
     ///
     /// _Default:_ none (the crate's own table).
     pub users: Option<UsersTable>,
+
+    /// The fewest characters a new password may have: `create_user`,
+    /// `set_password`, `hash_password` and the command line refuse shorter
+    /// ones with [`Error::WeakPassword`](crate::Error::WeakPassword). The
+    /// app may add its own rule with
+    /// [`TokenFairing::password_policy`](crate::TokenFairing::password_policy).
+    /// Existing passwords keep working. At least 1.
+    ///
+    /// _Default:_ `8`.
+    pub min_password_length: usize,
+
+    /// Whether the fairing gives a failed plain [`AuthUser`](crate::AuthUser)
+    /// guard's catcher response (401 or 503) the crate's JSON body and
+    /// `WWW-Authenticate`. `false` leaves Rocket's (or the app's) catcher
+    /// answer as it is. Responses of handlers that take
+    /// `Result<AuthUser, Error>` or `Option<AuthUser>` are never rewritten.
+    ///
+    /// _Default:_ `true`.
+    pub rewrite_guard_failures: bool,
 }
 
 impl Default for Config {
@@ -332,6 +352,8 @@ impl Default for Config {
             rotation_max_per_minute: 30,
             database: DEFAULT_DATABASE.to_owned(),
             users: None,
+            min_password_length: 8,
+            rewrite_guard_failures: true,
         }
     }
 }
@@ -475,6 +497,7 @@ impl Config {
             ("login_max_successes", u64::from(self.login_max_successes)),
             ("token_cache_capacity", self.token_cache_capacity),
             ("token_cache_ttl", self.token_cache_ttl),
+            ("min_password_length", self.min_password_length as u64),
             (
                 "rotation_max_per_minute",
                 u64::from(self.rotation_max_per_minute),

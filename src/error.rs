@@ -84,6 +84,14 @@ pub enum Error {
     UsernameTaken(String),
     /// No user with this username (404 when returned by a handler).
     UnknownUser(String),
+    /// No such token among the caller's own (404): `DELETE tokens/<id>`
+    /// answers the same for a missing id and another user's.
+    TokenNotFound,
+    /// A password the password policy refuses (400): shorter than
+    /// `min_password_length`, or refused by the app's own rule (see
+    /// [`TokenFairing::password_policy`](crate::TokenFairing::password_policy)).
+    /// Holds the reason.
+    WeakPassword(String),
     /// A username or password the crate will not store (400).
     InvalidInput(String),
     /// Anything else the database reported (500). Its text is logged, never
@@ -133,9 +141,10 @@ impl Error {
             | Error::TokenExpired
             | Error::UserInactive
             | Error::LoginFailed => Status::Unauthorized,
-            Error::Validation(_) | Error::BadRequest(_) | Error::InvalidInput(_) => {
-                Status::BadRequest
-            }
+            Error::Validation(_)
+            | Error::BadRequest(_)
+            | Error::InvalidInput(_)
+            | Error::WeakPassword(_) => Status::BadRequest,
             Error::UnsupportedMediaType(_) => Status::UnsupportedMediaType,
             Error::PayloadTooLarge => Status::PayloadTooLarge,
             Error::RequestTimeout => Status::RequestTimeout,
@@ -149,7 +158,7 @@ impl Error {
             }
             Error::Unavailable(_) => Status::ServiceUnavailable,
             Error::UsernameTaken(_) => Status::Conflict,
-            Error::UnknownUser(_) => Status::NotFound,
+            Error::UnknownUser(_) | Error::TokenNotFound => Status::NotFound,
             Error::Database(_) | Error::Config(_) | Error::Internal(_) => {
                 Status::InternalServerError
             }
@@ -262,6 +271,8 @@ impl fmt::Display for Error {
             }
             Error::UsernameTaken(name) => write!(f, "A user named {name:?} already exists."),
             Error::UnknownUser(name) => write!(f, "No user named {name:?}."),
+            Error::TokenNotFound => f.write_str("Not found."),
+            Error::WeakPassword(why) => write!(f, "This password is not allowed: {why}"),
             Error::Database(e) => write!(f, "database error: {e}"),
             Error::Internal(what) => f.write_str(what),
         }
@@ -286,7 +297,7 @@ impl<'r> Responder<'r, 'static> for Error {
             Error::Unavailable(Some(e)) => log::warn!("advanced_token: {self}: {e}"),
             _ => {}
         }
-        let body = self.body().to_string();
+        let body = shaped_body(&self, req).to_string();
         let mut res = Response::build();
         res.status(self.status())
             .header(ContentType::JSON)
@@ -304,6 +315,23 @@ impl<'r> Responder<'r, 'static> for Error {
             _ => {}
         }
         res.ok()
+    }
+}
+
+/// The app's shaping of error bodies, from
+/// [`TokenFairing::error_body`](crate::TokenFairing::error_body), managed by
+/// the fairing.
+pub(crate) struct BodyHook(pub(crate) ShapeBody);
+
+/// The app's function from an error to its JSON body.
+pub(crate) type ShapeBody = Arc<dyn Fn(&Error) -> Value + Send + Sync>;
+
+/// The body `error` is answered with: the app's shape if it gave one, else
+/// [`Error::body`].
+pub(crate) fn shaped_body(error: &Error, req: &Request<'_>) -> Value {
+    match req.rocket().state::<BodyHook>() {
+        Some(hook) => (hook.0)(error),
+        None => error.body(),
     }
 }
 

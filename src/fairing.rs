@@ -5,14 +5,18 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use rocket::fairing::{self, Fairing, Info, Kind};
+use rocket::figment::Figment;
 use rocket::http::{ContentType, Status};
 use rocket::{Build, Orbit, Request, Response, Rocket};
 
+use serde_json::Value;
+
+use crate::audit::{AuditEvent, AuditHook};
 use crate::backend::UserBackend;
-use crate::error::www_authenticate;
-use crate::guard::cached_failure;
+use crate::error::{shaped_body, www_authenticate, BodyHook, Error, ShapeBody};
+use crate::guard::{cached_failure, HANDLED_MARK};
 use crate::pool::DbPool;
-use crate::service::{AdvancedToken, Clock, Options};
+use crate::service::{AdvancedToken, Clock, Options, PasswordRule};
 
 /// The warning for a server that takes the client IP (and so the per-IP
 /// login throttling key) from Rocket's default `X-Real-IP` header while
@@ -46,9 +50,108 @@ pub struct TokenFairing {
     clock: Option<Clock>,
     users: Option<Arc<dyn UserBackend>>,
     pool: Option<PoolSource>,
+    audit: Option<AuditHook>,
+    policy: Option<PasswordRule>,
+    error_body: Option<ShapeBody>,
 }
 
 impl TokenFairing {
+    /// Hands every audit event (logins, logouts, rotations, revocations,
+    /// lockout resets, administration) to `hook` as well as logging it at
+    /// `info` under the target `advanced_token::audit`. The hook runs on
+    /// the request's task: keep it quick (send the event to a channel for
+    /// slow work).
+    ///
+    /// ```rust,no_run
+    /// use rocket_advanced_token::{AdvancedToken, AuditKind};
+    ///
+    /// let fairing = AdvancedToken::fairing().on_audit(|event| {
+    ///     if event.kind == AuditKind::LoginThrottled {
+    ///         eprintln!("lockout: {event}");
+    ///     }
+    /// });
+    /// # let _ = rocket::build().attach(fairing);
+    /// ```
+    pub fn on_audit(mut self, hook: impl Fn(&AuditEvent) + Send + Sync + 'static) -> Self {
+        self.audit = Some(Arc::new(hook));
+        self
+    }
+
+    /// Adds the app's own rule for new passwords, on top of
+    /// `min_password_length`: `Err(reason)` refuses the password with
+    /// [`Error::WeakPassword`] (400), in `create_user`, `set_password`,
+    /// `hash_password` and the command line (when run through
+    /// [`cli::run_command`](crate::cli::run_command) on a handle from this
+    /// fairing, or from [`TokenFairing::connect`]).
+    ///
+    /// ```rust,no_run
+    /// use rocket_advanced_token::AdvancedToken;
+    ///
+    /// let fairing = AdvancedToken::fairing().password_policy(|pw| {
+    ///     match pw.chars().any(|c| c.is_ascii_digit()) {
+    ///         true => Ok(()),
+    ///         false => Err("it needs a digit".into()),
+    ///     }
+    /// });
+    /// # let _ = rocket::build().attach(fairing);
+    /// ```
+    pub fn password_policy(
+        mut self,
+        rule: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.policy = Some(Arc::new(rule));
+        self
+    }
+
+    /// Opens the database outside Rocket, as this fairing would at launch:
+    /// with its [`users`](TokenFairing::users) backend, password policy and
+    /// audit hook, but no server tasks. For an app's admin command line, so
+    /// that [`cli::run_command`](crate::cli::run_command) obeys the app's
+    /// rules. (It opens a pool of its own, from `databases.<database>`.)
+    ///
+    /// ```rust,no_run
+    /// use rocket_advanced_token::AdvancedToken;
+    ///
+    /// # async fn f() -> Result<(), rocket_advanced_token::Error> {
+    /// let fairing = AdvancedToken::fairing().password_policy(|pw| match pw.len() >= 12 {
+    ///     true => Ok(()),
+    ///     false => Err("use at least 12 characters".into()),
+    /// });
+    /// let at = fairing.connect(&rocket::Config::figment()).await?;
+    /// at.create_user("alice", "correct horse battery staple").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(&self, figment: &Figment) -> Result<AdvancedToken, Error> {
+        let opts = Options {
+            clock: self.clock.clone(),
+            users: self.users.clone(),
+            pool: None,
+            serve: false,
+            audit: self.audit.clone(),
+            policy: self.policy.clone(),
+        };
+        AdvancedToken::open(figment, opts).await
+    }
+
+    /// Shapes the JSON body of every error the crate answers with (its
+    /// routes, and the failed-guard responses the fairing rewrites); the
+    /// status and headers stay the crate's. The default is
+    /// [`Error::body`]: `{"detail": "..."}`.
+    ///
+    /// ```rust,no_run
+    /// use rocket_advanced_token::AdvancedToken;
+    /// use serde_json::json;
+    ///
+    /// let fairing = AdvancedToken::fairing().error_body(|e| {
+    ///     json!({ "error": { "status": e.status().code, "message": e.to_string() } })
+    /// });
+    /// # let _ = rocket::build().attach(fairing);
+    /// ```
+    pub fn error_body(mut self, shape: impl Fn(&Error) -> Value + Send + Sync + 'static) -> Self {
+        self.error_body = Some(Arc::new(shape));
+        self
+    }
+
     /// Looks users up through the app's own [`UserBackend`] instead of the
     /// crate's `advanced_token_users` table (which is then not created).
     pub fn users(mut self, users: impl UserBackend) -> Self {
@@ -103,6 +206,9 @@ impl AdvancedToken {
             clock: None,
             users: None,
             pool: None,
+            audit: None,
+            policy: None,
+            error_body: None,
         }
     }
 
@@ -149,11 +255,17 @@ impl Fairing for TokenFairing {
             users: self.users.clone(),
             pool,
             serve: true,
+            audit: self.audit.clone(),
+            policy: self.policy.clone(),
         };
         match AdvancedToken::open(rocket.figment(), opts).await {
             Ok(at) => {
                 let config = at.config().clone();
-                Ok(rocket.manage(at).manage(config))
+                let rocket = rocket.manage(at).manage(config);
+                Ok(match &self.error_body {
+                    Some(shape) => rocket.manage(BodyHook(shape.clone())),
+                    None => rocket,
+                })
             }
             Err(e) => {
                 log::error!("advanced_token: {e}");
@@ -174,6 +286,12 @@ impl Fairing for TokenFairing {
             log::warn!("advanced_token: {warning}");
         }
         if let Some(at) = rocket.state::<AdvancedToken>() {
+            if let Some(file) = at.created_database_file() {
+                log::warn!(
+                    "advanced_token: created a new SQLite database at {}",
+                    file.display()
+                );
+            }
             log::info!(
                 "advanced_token: {} database at {}, `Authorization: {} <token>`",
                 at.pool().backend_name(),
@@ -183,20 +301,29 @@ impl Fairing for TokenFairing {
         }
     }
 
-    /// When an [`AuthUser`](crate::AuthUser) guard in one of the app's
+    /// When a plain [`AuthUser`](crate::AuthUser) guard in one of the app's
     /// handlers failed, Rocket answers through its catcher, which knows
     /// nothing of DRF. Give that answer the crate's body and
-    /// `WWW-Authenticate` header. Responses that already carry
-    /// `WWW-Authenticate` (the crate's own, or a catcher of the app's that
-    /// sets it) are left alone.
+    /// `WWW-Authenticate` header (unless `rewrite_guard_failures = false`).
+    /// Responses that already carry `WWW-Authenticate` (the crate's own, or
+    /// a catcher of the app's that sets it) are left alone, and so are the
+    /// responses of handlers that took `Result<AuthUser, Error>` or
+    /// `Option<AuthUser>`: the guard's marker cookie survives only there.
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
         let Some(error) = cached_failure(req) else {
             return;
         };
-        if res.status() != error.status() || res.headers().contains("WWW-Authenticate") {
+        if strip_mark(res) || res.status() != error.status() {
             return;
         }
-        let body = error.body().to_string();
+        let rewrite = req
+            .rocket()
+            .state::<AdvancedToken>()
+            .is_some_and(|at| at.config().rewrite_guard_failures);
+        if !rewrite || res.headers().contains("WWW-Authenticate") {
+            return;
+        }
+        let body = shaped_body(error, req).to_string();
         res.set_header(ContentType::JSON);
         res.set_sized_body(body.len(), Cursor::new(body));
         if error.status() == Status::Unauthorized {
@@ -209,6 +336,21 @@ impl Fairing for TokenFairing {
             at.close().await;
         }
     }
+}
+
+/// Removes the guard's marker cookie from a response; whether it was there
+/// (a handler, not a catcher, answered the request).
+fn strip_mark(res: &mut Response<'_>) -> bool {
+    let prefix = format!("{HANDLED_MARK}=");
+    let cookies: Vec<String> = res.headers().get("Set-Cookie").map(str::to_owned).collect();
+    if !cookies.iter().any(|c| c.starts_with(&prefix)) {
+        return false;
+    }
+    res.remove_header("Set-Cookie");
+    for cookie in cookies.into_iter().filter(|c| !c.starts_with(&prefix)) {
+        res.adjoin_raw_header("Set-Cookie", cookie);
+    }
+    true
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The request guards: [`AuthUser`] and `&AdvancedToken`, and the sentinels
 //! that abort launch when the fairing is missing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rocket::http::Status;
 use rocket::request::{FromRequest, Outcome, Request};
 use rocket::{Ignite, Rocket, Sentinel};
@@ -14,6 +16,13 @@ pub(crate) enum Cached {
     NotRun,
     Done(Result<AuthUser, Error>),
 }
+
+/// A cookie the guard sets when it fails, only to learn where the failure
+/// went: Rocket drops the cookies of a request that ends in a catcher (the
+/// plain `AuthUser` guard failing), and keeps them when a handler answers
+/// (`Result<AuthUser, Error>`, `Option<AuthUser>`). The fairing reads it
+/// and always removes it from the response.
+pub(crate) const HANDLED_MARK: &str = "__advanced_token_guard";
 
 /// The cached failure, if a guard ran for this request and failed.
 pub(crate) fn cached_failure<'r>(req: &'r Request<'_>) -> Option<&'r Error> {
@@ -45,11 +54,18 @@ impl<'r> FromRequest<'r> for AuthUser {
                     Ok(token) => at.authenticate(token).await,
                     Err(e) => Err(e),
                 };
+                if result.is_err() {
+                    req.cookies().add((HANDLED_MARK, "1"));
+                }
                 Cached::Done(result)
             })
             .await;
         match cached {
-            Cached::Done(Ok(user)) => Outcome::Success(user.clone()),
+            Cached::Done(Ok(user)) => {
+                let mut user = user.clone();
+                user.ip = req.client_ip();
+                Outcome::Success(user)
+            }
             Cached::Done(Err(e)) => Outcome::Error((e.status(), e.clone())),
             Cached::NotRun => {
                 Outcome::Error((Status::InternalServerError, Error::NotAuthenticated))
@@ -81,7 +97,12 @@ impl Sentinel for AdvancedToken {
         if rocket.state::<AdvancedToken>().is_some() {
             return false;
         }
-        log::error!("{NOT_ATTACHED}");
+        // Every route that uses the crate asks; say it once per Rocket.
+        static REPORTED: AtomicUsize = AtomicUsize::new(0);
+        let this = rocket as *const Rocket<Ignite> as usize;
+        if REPORTED.swap(this, Ordering::Relaxed) != this {
+            log::error!("{NOT_ATTACHED}");
+        }
         true
     }
 }

@@ -95,6 +95,9 @@
 //! | ... other content type / body over `body_limit` / not received within `body_timeout` | 415 / 413 / 408 |
 //! | `GET token/` | 200 `{"username": "..."}` |
 //! | `PUT token/` | 200 `{"token": "..."}`; the old token stops working |
+//! | `DELETE token/` | 200; only this token is deleted (log out this device) |
+//! | `GET tokens/` | 200 `[{"id", "created_at", "last_used_at", "expires_at", "current"}]`: the caller's tokens |
+//! | `DELETE tokens/<id>/` | 200; one of the caller's tokens deleted; 404 for a missing id or another user's, alike |
 //! | `GET` or `POST logout/` | 200; every token of the user is deleted |
 //! | any other method | 405 with `Allow` |
 //! | bad or missing token (token, logout, your guarded routes) | 401 with `WWW-Authenticate: <prefix>` |
@@ -104,6 +107,38 @@
 //! provided.`, `Invalid token header. No credentials provided.`, `Invalid
 //! token header. Token string should not contain spaces.`, `Invalid token.`,
 //! `User inactive or deleted.`, and `Token has expired.`.
+//!
+//! # In your app
+//!
+//! [`AdvancedToken`] is managed state; besides the administration calls it
+//! has what an app's own endpoints need:
+//! [`verify_password`](AdvancedToken::verify_password) (no token issued,
+//! same throttle), [`user_by_id`](AdvancedToken::user_by_id) /
+//! [`user_by_username`](AdvancedToken::user_by_username),
+//! [`create_user_with_hash`](AdvancedToken::create_user_with_hash) /
+//! [`set_password_hash`](AdvancedToken::set_password_hash),
+//! [`reset_throttle`](AdvancedToken::reset_throttle),
+//! [`revoke_token`](AdvancedToken::revoke_token). New passwords obey a
+//! policy: `min_password_length` (default 8) and the app's own rule,
+//! [`TokenFairing::password_policy`]. The admin command line can be
+//! embedded in the app's own ([`cli`]).
+//!
+//! # Audit events
+//!
+//! Logins (succeeded, failed, throttled), logouts, rotations, revocations,
+//! lockout resets and administrative changes are logged at `info` under the
+//! target [`AUDIT_TARGET`] (`advanced_token::audit`), with user id, token id
+//! and client IP, never a token, digest or password; the app receives the
+//! same [`AuditEvent`]s through [`TokenFairing::on_audit`].
+//!
+//! # Shaping errors
+//!
+//! [`TokenFairing::error_body`] gives every error body the crate answers
+//! with the app's own shape. When a plain [`AuthUser`] guard fails, Rocket
+//! answers through its catcher and the fairing rewrites that answer to the
+//! crate's body with `WWW-Authenticate`; `rewrite_guard_failures = false`
+//! turns that off. Responses of handlers that take `Result<AuthUser, Error>`
+//! or `Option<AuthUser>` are never rewritten.
 //!
 //! # Coming from Django REST Framework
 //!
@@ -133,9 +168,23 @@
 //!   arrive within `body_timeout` (5 s; 408). Run behind a reverse proxy
 //!   with header timeouts: Rocket has none of its own.
 //! * Token responses (login, rotation) carry `Cache-Control: no-store`.
-//! * Failed logins are throttled per username and per client IP (429 with
-//!   `Retry-After`, before any argon2 work); the counts live in the
-//!   database, so the limits hold across instances. Behind no proxy, set
+//!   An oversized body is drained (within bounds) before the 413, so
+//!   clients that write their whole body first read the answer. Database
+//!   URLs are logged with their password masked, query parameters
+//!   (`password`, `sslpassword`) included.
+//! * A token is stored only if the password hash it was verified against
+//!   is still the user's and the user still active, in the token's
+//!   transaction: a password change or deactivation cuts off logins
+//!   already past the password check.
+//! * Failed logins are throttled per username (`login_max_failures`, 5)
+//!   and per client IP (`login_max_failures_per_ip`, 50) within
+//!   `login_failure_window` (900 s): 429 with `Retry-After`, before any
+//!   argon2 work. Each attempt is recorded before its password check (an
+//!   attempt that cannot be recorded is refused), and the counts live in
+//!   the database, so the limits hold across instances. Successful logins
+//!   are capped per account (`login_max_successes`, 100 per window) and
+//!   rotations per user (`rotation_max_per_minute`, 30); each account's
+//!   argon2 checks wait in a line of their own. Behind no proxy, set
 //!   Rocket's `ip_header = false` so clients cannot choose their IP (the
 //!   crate warns at launch when `ip_header` is left at its default on a
 //!   non-loopback address). IPv6 clients are counted per /64. Usernames
@@ -146,10 +195,67 @@
 //! Instances that share one database share everything: tokens, throttling
 //! counts, revocations. Each keeps verified tokens in a bounded in-memory
 //! cache (`token_cache`, on by default) so the common guarded request makes
-//! no query; its own revocations evict at once, and revocations made
-//! elsewhere reach it within `token_cache_poll` (1 s) through a revocation
-//! counter in the database. `token_cache = false` checks every request
+//! no query. Its own revocations evict at once. Every revoking write also
+//! appends to a revocation log in the database, naming a token, a user's
+//! tokens, or everything (revoke-all); each instance reads the recent
+//! window of that log every `token_cache_poll` (1 s) and drops only what
+//! the entries name (on PostgreSQL a `NOTIFY` triggers the read at once).
+//! Changes made behind the crate's back (the app's own SQL) are seen within
+//! `token_cache_ttl` (60 s), or within `token_cache_poll` after
+//! [`AdvancedToken::user_changed()`]. An instance that cannot read the log
+//! stops serving from its cache. `token_cache = false` checks every request
 //! against the database.
+//!
+//! Migrations are safe from any number of instances launched at once: every
+//! step is idempotent and a run that collides with another is retried
+//! whole; the PostgreSQL and MySQL locks are checked and their wait is
+//! bounded. The README's "Running at scale" covers Galera clusters and
+//! pgbouncer (session mode; transaction mode is refused at launch).
+//!
+//! # Testing your app
+//!
+//! Use `rocket::local` with a database per test (a SQLite file in a
+//! temporary directory) and issue tokens through the managed
+//! [`AdvancedToken`]. Login throttling is on in tests as in production;
+//! turn it off with `login_throttle = false`, or clear one username's
+//! lockout with [`AdvancedToken::reset_throttle()`]. Dropping a `Client`
+//! ends the crate's background tasks and argon2 threads.
+//!
+//! ```rust
+//! use rocket::http::{Header, Status};
+//! use rocket::local::asynchronous::Client;
+//! use rocket_advanced_token::AdvancedToken;
+//!
+//! # rocket::execute(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let url = format!("sqlite://{}/test.sqlite?mode=rwc", dir.path().display());
+//! let figment = rocket::Config::figment()
+//!     .merge(("databases.advanced_token.url", url))
+//!     .merge(("advanced_token.login_throttle", false));
+//! let app = rocket::custom(figment)
+//!     .attach(AdvancedToken::fairing())
+//!     .mount("/auth", rocket_advanced_token::routes());
+//! let client = Client::tracked(app).await.unwrap();
+//!
+//! let at = client.rocket().state::<AdvancedToken>().unwrap();
+//! let id = at.create_user("alice", "correct horse").await.unwrap();
+//! let token = at.issue_token(id).await.unwrap(); // no password check
+//! let res = client
+//!     .get("/auth/token/")
+//!     .header(Header::new("Authorization", format!("Token {token}")))
+//!     .dispatch()
+//!     .await;
+//! assert_eq!(res.status(), Status::Ok);
+//! # });
+//! ```
+//!
+//! In a debug build argon2 runs unoptimised unless the app's own
+//! `Cargo.toml` says otherwise (Cargo ignores a dependency's profile
+//! settings): add `[profile.dev.package.argon2] opt-level = 3`, and the same
+//! for `blake2` and `sha2` (and, for hashes brought from elsewhere,
+//! `pbkdf2`, `hmac`, `sha1`, `scrypt`, `salsa20`, `bcrypt`, `blowfish`).
+//! The README's "Testing your app" also lists the tables and columns an app
+//! may reference, and the order of migrations when it does.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -159,11 +265,12 @@
 // backend); the token cache; the service (login, tokens, users, background
 // tasks); the Django import (on the service); then Rocket's side (guard,
 // fairing, routes) and the binary's (command line, demo).
+mod audit;
 mod backend;
 mod body;
 mod cache;
 #[cfg(feature = "cli")]
-mod cli;
+pub mod cli;
 mod config;
 #[cfg(feature = "cli")]
 mod demo;
@@ -179,6 +286,7 @@ mod service;
 mod store;
 mod token;
 
+pub use crate::audit::{AuditEvent, AuditKind, AUDIT_TARGET};
 pub use crate::backend::{AppUser, LoginUser, UserBackend, UserId};
 #[cfg(feature = "cli")]
 pub use crate::cli::run as run_cli;
@@ -190,7 +298,7 @@ pub use crate::fairing::TokenFairing;
 pub use crate::import::{ImportOptions, ImportProgress, ImportReport, Skipped, Tally};
 pub use crate::pool::DbPool;
 pub use crate::routes::routes;
-pub use crate::service::{AdvancedToken, AuthUser};
+pub use crate::service::{AdvancedToken, AuthUser, Session, User};
 pub use crate::store::{TokenInfo, UserInfo};
 pub use crate::token::parse_authorization;
 

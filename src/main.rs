@@ -2,5 +2,5 @@
 //! See `advanced-token --help`.
 
 fn main() -> std::process::ExitCode {
-    rocket_advanced_token::run_cli()
+    rocket_advanced_token::cli::run_binary()
 }

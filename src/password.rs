@@ -18,13 +18,13 @@ use crate::hashes::{self, Verdict};
 ///
 /// * Bounded: a semaphore admits at most `permits` jobs; further logins wait
 ///   as parked tasks, holding no thread and no work area. Memory is
-///   `permits × 19 MiB` however long the flood (allocating per hash instead
-///   left freed memory cached in many threads' malloc arenas: a 300-login
-///   flood grew the server by 351 MiB).
+///   `permits × 19 MiB` however long the flood (a work area allocated per
+///   hash would leave freed memory cached in many threads' malloc arenas;
+///   BENCHMARKS.md has the figures, `tests/suite/flood.rs` the bound).
 /// * Off the async runtime, like `spawn_blocking`, but on threads of its
 ///   own at nice 19: argon2 uses every idle cycle, yet the request workers
 ///   win the CPU whenever they have work, so a login flood does not starve
-///   guarded requests (on `spawn_blocking` threads it tripled their p99).
+///   guarded requests (BENCHMARKS.md compares it with `spawn_blocking`).
 /// * Fair between accounts: checks for one key (a username digest) enter
 ///   the shared queue at most `permits` at a time; the rest wait in a line
 ///   of their own, so a flood of logins for one account cannot fill the

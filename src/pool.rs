@@ -76,6 +76,30 @@ const SECRET_PARAMS: [&str; 2] = ["password", "sslpassword"];
 
 /// The URL with any password (in the authority or the query) replaced by
 /// `***`, for messages and logs.
+/// The file of a SQLite URL (`sqlite://path?...` or `sqlite:path`), if it
+/// names one (not `:memory:`).
+pub(crate) fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or("");
+    if path.is_empty() || path.starts_with(':') {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// A SQLite URL with a relative path made absolute against `base` (the
+/// directory of the `Rocket.toml` that named it); other URLs unchanged.
+pub(crate) fn resolve_sqlite_url(url: &str, base: &std::path::Path) -> String {
+    match sqlite_path(url) {
+        Some(path) if path.is_relative() => {
+            let query = url.find('?').map_or("", |i| &url[i..]);
+            format!("sqlite://{}{query}", base.join(path).display())
+        }
+        _ => url.to_owned(),
+    }
+}
+
 pub(crate) fn redact_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         return raw.to_owned();
@@ -357,6 +381,31 @@ async fn read_your_writes(conn: &mut sqlx::MySqlConnection) -> Result<(), sqlx::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relative_sqlite_paths_resolve_against_the_config_file() {
+        let base = std::path::Path::new("/srv/app");
+        assert_eq!(
+            resolve_sqlite_url("sqlite://db.sqlite?mode=rwc", base),
+            "sqlite:///srv/app/db.sqlite?mode=rwc"
+        );
+        assert_eq!(
+            resolve_sqlite_url("sqlite:data/db.sqlite", base),
+            "sqlite:///srv/app/data/db.sqlite"
+        );
+        assert_eq!(
+            resolve_sqlite_url("sqlite:///abs/db.sqlite", base),
+            "sqlite:///abs/db.sqlite"
+        );
+        assert_eq!(
+            resolve_sqlite_url("sqlite::memory:", base),
+            "sqlite::memory:"
+        );
+        assert_eq!(
+            resolve_sqlite_url("postgres://h/db", base),
+            "postgres://h/db"
+        );
+    }
 
     #[test]
     fn backend_by_scheme() {

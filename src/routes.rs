@@ -1,5 +1,6 @@
-//! The mountable routes: `login/`, `token/`, `logout/`, and the 405 and
-//! `OPTIONS` answers derived from the same table.
+//! The mountable routes: `login/`, `token/`, `tokens/`, `tokens/<id>`,
+//! `logout/`, and the 405 and `OPTIONS` answers derived from the same
+//! table.
 //!
 //! Rocket 0.5 matches `/auth/login/` to a route `/login` (and 404s
 //! `/auth/login/x`), so each path answers with and without a trailing
@@ -13,7 +14,7 @@ use rocket::request::Request;
 use rocket::response::{self, Responder, Response};
 use rocket::route::{Handler, Outcome, Route};
 use rocket::serde::json::Json;
-use rocket::{get, post, put, routes};
+use rocket::{delete, get, post, put, routes};
 use serde_json::{json, Value};
 
 use crate::body::Credentials;
@@ -21,9 +22,11 @@ use crate::error::Error;
 use crate::service::{AdvancedToken, AuthUser};
 
 /// Every path of the crate and the methods it serves, in `Allow` order.
-const PATHS: [(&str, &[Method]); 3] = [
+const PATHS: [(&str, &[Method]); 5] = [
     ("/login", &[Method::Post]),
-    ("/token", &[Method::Get, Method::Put]),
+    ("/token", &[Method::Get, Method::Put, Method::Delete]),
+    ("/tokens", &[Method::Get]),
+    ("/tokens/<id>", &[Method::Delete]),
     ("/logout", &[Method::Get, Method::Post]),
 ];
 
@@ -76,9 +79,21 @@ fn allow(path: &str, except: &[Method]) -> String {
 /// | `POST login/` | 200 `{"token": "..."}` | 400, 401, 413, 415, 429 |
 /// | `GET token/` | 200 `{"username": "..."}` | 401 |
 /// | `PUT token/` | 200 `{"token": "..."}` (the old token is dead) | 401, 405 |
+/// | `DELETE token/` | 200 `{"detail": "..."}`, only this token deleted | 401, 405 |
+/// | `GET tokens/` | 200 `[{"id", "created_at", "last_used_at", "expires_at", "current"}]` | 401 |
+/// | `DELETE tokens/<id>` | 200 `{"detail": "..."}`, that token of the user deleted | 401, 404 |
 /// | `GET` or `POST logout/` | 200 `{"detail": "..."}`, every token of the user deleted | 401, 405 |
 pub fn routes() -> Vec<Route> {
-    let mut all = routes![login, check_token, rotate_token, logout_get, logout_post];
+    let mut all = routes![
+        login,
+        check_token,
+        rotate_token,
+        logout_device,
+        list_sessions,
+        delete_session,
+        logout_get,
+        logout_post
+    ];
     for (path, served) in PATHS {
         let allow = allow(path, &[]);
         for method in ALL_METHODS.into_iter().filter(|m| !served.contains(m)) {
@@ -149,6 +164,18 @@ async fn check_token(user: Result<AuthUser, Error>) -> Result<Json<Value>, Error
     Ok(Json(json!({ "username": user.username })))
 }
 
+/// The methods of `token/` that configuration switched off.
+fn token_off(at: &AdvancedToken) -> Vec<Method> {
+    let mut off = Vec::new();
+    if !at.config().allow_rotation {
+        off.push(Method::Put);
+    }
+    if !at.config().allow_logout {
+        off.push(Method::Delete);
+    }
+    off
+}
+
 /// `PUT token/`: rotate the token the request authenticated with.
 #[put("/token")]
 async fn rotate_token(
@@ -158,10 +185,49 @@ async fn rotate_token(
     match at.rotate(&user?).await {
         Ok(token) => Ok(NoStore(Json(json!({ "token": token })))),
         Err(e @ (Error::RotationDisabled | Error::RotationLocked)) => {
-            Err(Refused(e, Some(allow("/token", &[Method::Put]))))
+            let mut off = token_off(at);
+            off.push(Method::Put);
+            Err(Refused(e, Some(allow("/token", &off))))
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `DELETE token/`: log this device out (delete only the presented token).
+#[delete("/token")]
+async fn logout_device(
+    at: &AdvancedToken,
+    user: Result<AuthUser, Error>,
+) -> Result<Json<Value>, Refused> {
+    match at.logout_device(&user?).await {
+        Ok(()) => Ok(Json(json!({ "detail": "Logged out of this device." }))),
+        Err(e @ Error::LogoutDisabled) => Err(Refused(e, Some(allow("/token", &token_off(at))))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET tokens/`: the caller's own tokens, the current one marked.
+#[get("/tokens")]
+async fn list_sessions(
+    at: &AdvancedToken,
+    user: Result<AuthUser, Error>,
+) -> Result<Json<Value>, Error> {
+    let sessions = at.sessions(&user?).await?;
+    Ok(Json(json!(sessions)))
+}
+
+/// `DELETE tokens/<id>`: delete one of the caller's own tokens. Any other
+/// id, another user's included, is 404.
+#[delete("/tokens/<id>")]
+async fn delete_session(
+    at: &AdvancedToken,
+    user: Result<AuthUser, Error>,
+    id: &str,
+) -> Result<Json<Value>, Error> {
+    let user = user?;
+    let id: i64 = id.parse().map_err(|_| Error::TokenNotFound)?;
+    at.revoke_own_token(&user, id).await?;
+    Ok(Json(json!({ "detail": "Token deleted." })))
 }
 
 async fn logout(at: &AdvancedToken, user: Result<AuthUser, Error>) -> Result<Json<Value>, Refused> {
@@ -226,9 +292,14 @@ mod tests {
     #[test]
     fn allow_is_derived_from_the_table() {
         assert_eq!(allow("/login", &[]), "POST, OPTIONS");
-        assert_eq!(allow("/token", &[]), "GET, PUT, HEAD, OPTIONS");
+        assert_eq!(allow("/token", &[]), "GET, PUT, DELETE, HEAD, OPTIONS");
         assert_eq!(allow("/logout", &[]), "GET, POST, HEAD, OPTIONS");
-        assert_eq!(allow("/token", &[Method::Put]), "GET, HEAD, OPTIONS");
+        assert_eq!(
+            allow("/token", &[Method::Put]),
+            "GET, DELETE, HEAD, OPTIONS"
+        );
+        assert_eq!(allow("/tokens", &[]), "GET, HEAD, OPTIONS");
+        assert_eq!(allow("/tokens/<id>", &[]), "DELETE, OPTIONS");
         assert_eq!(allow("/logout", &[Method::Get, Method::Post]), "OPTIONS");
     }
 }

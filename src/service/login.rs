@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::backend::{LoginUser, UserBackend, UserId};
 use crate::error::Error;
 use crate::token;
@@ -17,6 +18,15 @@ pub(super) const MAX_USERNAME_CHARS: usize = 150;
 /// The longest login name looked up in the app's users table (an email
 /// address is at most 320 characters).
 const MAX_LOGIN_CHARS: usize = 320;
+
+/// What a successful password check leads to.
+#[derive(Clone, Copy)]
+enum Then {
+    /// A login: issue a token.
+    Issue,
+    /// [`AdvancedToken::verify_password`]: nothing.
+    Nothing,
+}
 
 /// Where a login attempt comes from, for throttling.
 struct Keys {
@@ -51,17 +61,130 @@ impl AdvancedToken {
         password: &str,
         ip: Option<IpAddr>,
     ) -> Result<String, Error> {
+        let result = self.attempt(username, password, ip, Then::Issue).await;
+        let mut token_id = None;
+        let event = match &result {
+            Ok((id, token)) => {
+                token_id = self.audited_token_id(token).await;
+                AuditEvent::new(AuditKind::LoginSucceeded).user(Some(id), Some(username))
+            }
+            Err(Error::LoginFailed) => {
+                AuditEvent::new(AuditKind::LoginFailed).user(None, Some(username))
+            }
+            Err(Error::Throttled(_)) => {
+                AuditEvent::new(AuditKind::LoginThrottled).user(None, Some(username))
+            }
+            Err(_) => return result.map(|r| r.1),
+        };
+        self.audit(event.token(token_id, ip));
+        result.map(|r| r.1)
+    }
+
+    /// The id of a token just issued, for its audit event: one indexed
+    /// read, made only when someone listens (the audit log target is on,
+    /// or the app has a hook).
+    async fn audited_token_id(&self, token: &str) -> Option<i64> {
+        if !self.audit_wanted() {
+            return None;
+        }
+        let digest = token::digest(token);
+        match self.db(|s| s.find_token(&digest)).await {
+            Ok(row) => row.map(|r| r.token_id),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether `password` is `username`'s password, without issuing a token:
+    /// e.g. to confirm the password before a sensitive change. `false` for a
+    /// wrong password, an unknown or an inactive user (after the same
+    /// argon2 work). It counts against the same login throttle as
+    /// [`AdvancedToken::login()`] (a wrong password is a failure; past the
+    /// limit it gives [`Error::Throttled`] without checking), but it is
+    /// never [`Error::LoginFailed`].
+    ///
+    /// ```rust
+    /// # rocket::async_test(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    /// # let figment = rocket::Config::figment().merge(("databases.advanced_token.url", url));
+    /// # let at = rocket_advanced_token::AdvancedToken::connect(&figment).await?;
+    /// at.create_user("alice", "correct horse battery staple").await?;
+    /// assert!(at.verify_password("alice", "correct horse battery staple").await?);
+    /// assert!(!at.verify_password("alice", "wrong password").await?);
+    /// assert!(!at.verify_password("nobody", "correct horse battery staple").await?);
+    /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
+    /// ```
+    pub async fn verify_password(&self, username: &str, password: &str) -> Result<bool, Error> {
+        self.verify_password_from(username, password, None).await
+    }
+
+    /// [`AdvancedToken::verify_password()`] for a request from `ip`: a
+    /// failure also counts against the IP's limit.
+    pub async fn verify_password_from(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<bool, Error> {
+        match self.attempt(username, password, ip, Then::Nothing).await {
+            Ok(_) => Ok(true),
+            Err(Error::LoginFailed) => Ok(false),
+            Err(e @ Error::Throttled(_)) => {
+                let event = AuditEvent::new(AuditKind::LoginThrottled).user(None, Some(username));
+                self.audit(event.token(None, ip));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Clears the login lockout of a username: its failed logins are
+    /// forgotten, so it may log in again at once. (Failures counted per
+    /// client IP are kept.) `set_password` and `activate_user` do this too.
+    ///
+    /// ```rust
+    /// # rocket::async_test(async {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+    /// # let figment = rocket::Config::figment().merge(("databases.advanced_token.url", url));
+    /// # let at = rocket_advanced_token::AdvancedToken::connect(&figment).await?;
+    /// # use rocket_advanced_token::Error;
+    /// at.create_user("alice", "correct horse battery staple").await?;
+    /// for _ in 0..5 {
+    ///     at.verify_password("alice", "wrong password").await?;
+    /// }
+    /// let locked = at.verify_password("alice", "correct horse battery staple").await;
+    /// assert!(matches!(locked, Err(Error::Throttled(_))));
+    /// at.reset_throttle("alice").await?;
+    /// assert!(at.verify_password("alice", "correct horse battery staple").await?);
+    /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
+    /// ```
+    pub async fn reset_throttle(&self, username: &str) -> Result<(), Error> {
+        let digest = token::digest(crate::body::normalize_username(username));
+        self.db(|s| s.clear_user_failures(&digest)).await?;
+        self.audit(AuditEvent::new(AuditKind::ThrottleReset).user(None, Some(username)));
+        Ok(())
+    }
+
+    /// A login or a password check, throttled when `login_throttle` is on.
+    async fn attempt(
+        &self,
+        username: &str,
+        password: &str,
+        ip: Option<IpAddr>,
+        then: Then,
+    ) -> Result<(UserId, String), Error> {
         // As DRF's serializer does; so the lookup and the throttle key see
         // the same name, whatever the database's collation pads.
         let username = crate::body::normalize_username(username);
         if !self.config().login_throttle {
-            return self.check_password_and_issue(username, password).await;
+            return self.check_password(username, password, then).await;
         }
         let keys = Keys {
             user: token::digest(username),
             ip: ip.map(super::ip::throttle_key),
         };
-        self.throttled_login(&keys, username, password).await
+        self.throttled_login(&keys, username, password, then).await
     }
 
     /// The failures in the window for `keys`, per username and per IP;
@@ -107,7 +230,8 @@ impl AdvancedToken {
         keys: &Keys,
         username: &str,
         password: &str,
-    ) -> Result<String, Error> {
+        then: Then,
+    ) -> Result<(UserId, String), Error> {
         let cfg = self.config();
         let in_flight = &self.inner.in_flight;
         let mut ip_slot = match &keys.ip {
@@ -131,7 +255,7 @@ impl AdvancedToken {
         if let Some(slot) = ip_slot.as_mut() {
             slot.recorded();
         }
-        let outcome = self.check_password_and_issue(username, password).await;
+        let outcome = self.check_password(username, password, then).await;
         match &outcome {
             Ok(_) => {
                 let done = self
@@ -190,11 +314,14 @@ impl AdvancedToken {
         }
     }
 
-    async fn check_password_and_issue(
+    /// Checks the password and, with [`Then::Issue`], issues a token:
+    /// `(user id, token)`, the token empty with [`Then::Nothing`].
+    async fn check_password(
         &self,
         username: &str,
         password: &str,
-    ) -> Result<String, Error> {
+        then: Then,
+    ) -> Result<(UserId, String), Error> {
         let user = self.find_login(username).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let hasher = &self.inner.hasher;
@@ -204,6 +331,9 @@ impl AdvancedToken {
         let Some(user) = user.filter(|u| ok && u.is_active) else {
             return Err(Error::LoginFailed);
         };
+        if let Then::Nothing = then {
+            return Ok((user.id, String::new()));
+        }
         // A hash in an old format (bcrypt, Django's, other argon2
         // parameters) is replaced by argon2id with today's parameters.
         let new_hash = match upgrade {
@@ -225,7 +355,7 @@ impl AdvancedToken {
                     .await?
             }
         };
-        token.ok_or(Error::LoginFailed)
+        token.map(|t| (user.id, t)).ok_or(Error::LoginFailed)
     }
 
     /// With the app's users table the crate cannot lock the user's row: it

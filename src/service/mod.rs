@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rocket::figment::providers::Serialized;
-use rocket::figment::Figment;
+use rocket::figment::{Figment, Source};
 
+use crate::audit::{emit, AuditEvent, AuditHook};
 use crate::backend::UserBackend;
 use crate::cache::TokenCache;
 use crate::config::{describe_figment_error, Config};
 use crate::error::Error;
 use crate::password::Hasher;
-use crate::pool::{redact_url, Backend, DbPool};
+use crate::pool::{redact_url, resolve_sqlite_url, sqlite_path, Backend, DbPool};
 use crate::store::Store;
 
 mod ip;
@@ -27,7 +28,8 @@ mod throttle;
 mod tokens;
 mod users;
 
-pub use tokens::AuthUser;
+pub use tokens::{AuthUser, Session};
+pub use users::User;
 
 /// How a handle is opened: by the fairing (serving, maybe with the app's
 /// users or pool), by [`AdvancedToken::connect`], or by a test.
@@ -41,7 +43,14 @@ pub(crate) struct Options {
     pub pool: Option<(DbPool, &'static str)>,
     /// In a server: the token cache (if configured) and its tasks.
     pub serve: bool,
+    /// The app's audit hook, from [`crate::TokenFairing::on_audit`].
+    pub audit: Option<AuditHook>,
+    /// The app's password rule, from [`crate::TokenFairing::password_policy`].
+    pub policy: Option<PasswordRule>,
 }
+
+/// The app's own password rule: `Err(reason)` refuses a new password.
+pub(crate) type PasswordRule = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// A source of the current time in Unix seconds.
 pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -97,6 +106,10 @@ struct Inner {
     cache: Option<TokenCache>,
     /// Login attempts under way in this process, per username and per IP.
     in_flight: throttle::InFlight,
+    audit: Option<AuditHook>,
+    policy: Option<PasswordRule>,
+    /// The SQLite file this handle created, if it did (absolute).
+    new_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for AdvancedToken {
@@ -105,6 +118,14 @@ impl std::fmt::Debug for AdvancedToken {
             .field("config", &self.inner.config)
             .field("database", &self.inner.database)
             .finish()
+    }
+}
+
+/// `path` made absolute against the current directory.
+fn absolute(path: std::path::PathBuf) -> std::path::PathBuf {
+    match std::env::current_dir() {
+        Ok(dir) if path.is_relative() => dir.join(path),
+        _ => path,
     }
 }
 
@@ -120,12 +141,20 @@ fn database_config(figment: &Figment, name: &str) -> Result<rocket_db_pools::Con
             "{db_key}.url: missing; set it in Rocket.toml ([default.{db_key}] url = \"sqlite://advanced_token.sqlite?mode=rwc\") or ROCKET_DATABASES='{{{name}={{url=\"...\"}}}}'"
         )));
     }
-    let config: rocket_db_pools::Config = figment
+    let mut config: rocket_db_pools::Config = figment
         .focus(&db_key)
         .join(Serialized::default("max_connections", workers * 4))
         .join(Serialized::default("connect_timeout", 5))
         .extract()
         .map_err(|e| Error::Config(describe_figment_error(e, &db_key)))?;
+    // A relative SQLite path in a Rocket.toml is relative to that file, not
+    // to wherever the server or the command line was started.
+    let source = figment.find_metadata(&format!("{db_key}.url"));
+    if let Some(Source::File(file)) = source.and_then(|m| m.source.as_ref()) {
+        if let Some(dir) = file.parent() {
+            config.url = resolve_sqlite_url(&config.url, dir);
+        }
+    }
     if Backend::of_url(&config.url).is_none() {
         return Err(Error::Config(format!(
             "{db_key}.url: unsupported scheme in {:?}; use sqlite:, postgres:, postgresql:, mysql: or mariadb:",
@@ -151,6 +180,7 @@ impl AdvancedToken {
         let name = opts.pool.as_ref().map_or(config.database.as_str(), |p| p.1);
         let db = database_config(figment, name)?;
         let url = redact_url(&db.url);
+        let new_file = sqlite_path(&db.url).filter(|p| opts.pool.is_none() && !p.exists());
         let pool = match opts.pool {
             Some((pool, _)) => pool,
             None => DbPool::connect(&db)
@@ -188,10 +218,20 @@ impl AdvancedToken {
                 last_prune: AtomicI64::new(0),
                 cache,
                 in_flight: throttle::InFlight::default(),
+                audit: opts.audit,
+                policy: opts.policy,
+                new_file: new_file.map(absolute),
             }),
         };
         at.start_background_tasks().await;
         Ok(at)
+    }
+
+    /// The SQLite database file opening this handle created (absolute), if
+    /// it did: the command line and the fairing say so, so that a database
+    /// made in the wrong directory does not go unnoticed.
+    pub fn created_database_file(&self) -> Option<&std::path::Path> {
+        self.inner.new_file.as_deref()
     }
 
     /// The configuration in force.
@@ -274,6 +314,18 @@ impl AdvancedToken {
         let logged = self.db(|s| s.user_changed(&id)).await;
         self.forget_user(&id);
         logged
+    }
+
+    /// Whether audit events go anywhere: the log target is enabled, or
+    /// the app has a hook.
+    fn audit_wanted(&self) -> bool {
+        self.inner.audit.is_some()
+            || log::log_enabled!(target: crate::audit::AUDIT_TARGET, log::Level::Info)
+    }
+
+    /// Logs an audit event and hands it to the app's hook.
+    fn audit(&self, event: AuditEvent) {
+        emit(self.inner.audit.as_ref(), event);
     }
 
     fn cache(&self) -> Option<&TokenCache> {

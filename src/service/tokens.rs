@@ -1,8 +1,11 @@
 //! The token lifecycle: authenticate (the guard's work), rotate, revoke.
 
+use std::net::IpAddr;
+
+use crate::audit::{AuditEvent, AuditKind};
 use crate::backend::{AppUser, UserId};
 use crate::error::Error;
-use crate::store::{NewToken, TokenRow};
+use crate::store::{NewToken, TokenInfo, TokenRow};
 use crate::token;
 
 use super::AdvancedToken;
@@ -34,11 +37,12 @@ pub(crate) const TOUCH_INTERVAL: i64 = 60;
 ///   (it is a `Responder` that gives the standard body).
 ///
 /// When the plain `AuthUser` guard fails, the fairing gives Rocket's
-/// catcher response the DRF body and `WWW-Authenticate` header. It tells
-/// such a response by its status (401 or 503) and the absence of
-/// `WWW-Authenticate`, so a handler that takes `Option<AuthUser>` and
-/// answers 401 itself should set that header (HTTP requires it on every
-/// 401); a response that carries it is never rewritten.
+/// catcher response the DRF body (or the app's shape, see
+/// [`TokenFairing::error_body`](crate::TokenFairing::error_body)) and the
+/// `WWW-Authenticate` header, unless `rewrite_guard_failures = false`. A
+/// response of a handler that takes `Result<AuthUser, Error>` or
+/// `Option<AuthUser>` is never rewritten, nor one that already carries
+/// `WWW-Authenticate` (HTTP requires it on every 401).
 ///
 /// The lookup runs once per request, however many guards ask. Using the
 /// guard without attaching [`AdvancedToken::fairing()`] aborts launch.
@@ -58,6 +62,8 @@ pub struct AuthUser {
     pub(crate) digest: String,
     pub(crate) rotation_locked: bool,
     pub(crate) created_at: i64,
+    /// The client's IP (set by the guard), for audit events.
+    pub(crate) ip: Option<IpAddr>,
     app: Option<AppUser>,
 }
 
@@ -70,6 +76,7 @@ impl AuthUser {
             digest,
             rotation_locked: row.rotation_locked,
             created_at: row.created_at,
+            ip: None,
             app: row.app,
         }
     }
@@ -92,6 +99,31 @@ impl AuthUser {
     pub fn token_id(&self) -> i64 {
         self.token_id
     }
+
+    /// The client IP of the request, as Rocket's `client_ip()` saw it.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    /// An audit event about this user and token.
+    fn event(&self, kind: AuditKind) -> AuditEvent {
+        AuditEvent::new(kind)
+            .user(Some(&self.id), Some(&self.username))
+            .token(Some(self.token_id), self.ip)
+    }
+}
+
+/// One of a user's tokens, as `GET tokens/` lists it: its metadata and
+/// whether it is the one the request authenticated with. Never the token
+/// or its digest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Session {
+    /// The token's metadata.
+    #[serde(flatten)]
+    pub token: TokenInfo,
+    /// Whether the request authenticated with this token.
+    pub current: bool,
 }
 
 impl AdvancedToken {
@@ -253,6 +285,7 @@ impl AdvancedToken {
             cache.invalidate(&user.digest);
         }
         if rotated {
+            self.audit(user.event(AuditKind::Rotated));
             Ok(token)
         } else {
             Err(Error::InvalidToken)
@@ -281,7 +314,77 @@ impl AdvancedToken {
         }
         let n = self.db(|s| s.delete_user_tokens(&user.id)).await;
         self.forget_user(&user.id);
-        n
+        let n = n?;
+        self.audit(user.event(AuditKind::LoggedOut).count(n));
+        Ok(n)
+    }
+
+    /// Logs out the device `user` authenticated with: deletes only that
+    /// token (knox's `logout/`; `DELETE token/`). The user's other tokens
+    /// keep working. [`Error::LogoutDisabled`] with `allow_logout = false`;
+    /// [`Error::InvalidToken`] if the token went meanwhile.
+    pub async fn logout_device(&self, user: &AuthUser) -> Result<(), Error> {
+        if !self.config().allow_logout {
+            return Err(Error::LogoutDisabled);
+        }
+        match self.revoke_own_token(user, user.token_id).await {
+            Err(Error::TokenNotFound) => Err(Error::InvalidToken),
+            other => other,
+        }
+    }
+
+    /// The tokens of the user `user` is (`GET tokens/`): id, created, last
+    /// used, expiry, and which one the request authenticated with.
+    pub async fn sessions(&self, user: &AuthUser) -> Result<Vec<Session>, Error> {
+        let tokens = self.db(|s| s.list_tokens(&user.id)).await?;
+        Ok(tokens
+            .into_iter()
+            .map(|token| Session {
+                current: token.id == user.token_id,
+                token,
+            })
+            .collect())
+    }
+
+    /// Deletes one of `user`'s own tokens by id (`DELETE tokens/<id>`):
+    /// logs one of the user's devices out. [`Error::TokenNotFound`] when
+    /// there is no such token *or it belongs to another user*: the two are
+    /// indistinguishable.
+    pub async fn revoke_own_token(&self, user: &AuthUser, token_id: i64) -> Result<(), Error> {
+        let found = self
+            .db(|s| s.revoke_token(token_id, Some(&user.id)))
+            .await?;
+        if found.is_none() {
+            return Err(Error::TokenNotFound);
+        }
+        self.forget_user(&user.id);
+        let event = user.event(AuditKind::Revoked).count(1);
+        self.audit(AuditEvent {
+            token_id: Some(token_id),
+            ..event
+        });
+        Ok(())
+    }
+
+    /// Deletes one token by id, whoever's it is (an administrator's call;
+    /// the id is the one `list-tokens` shows). `false` if there is no such
+    /// token. Every instance stops accepting it within `token_cache_poll`.
+    ///
+    /// ```rust,no_run
+    /// # async fn f(at: &rocket_advanced_token::AdvancedToken) -> Result<(), rocket_advanced_token::Error> {
+    /// for token in at.list_tokens("alice").await? {
+    ///     at.revoke_token(token.id).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn revoke_token(&self, token_id: i64) -> Result<bool, Error> {
+        let Some(owner) = self.db(|s| s.revoke_token(token_id, None)).await? else {
+            return Ok(false);
+        };
+        self.forget_user(&owner);
+        let event = AuditEvent::new(AuditKind::Revoked).user(Some(&owner), None);
+        self.audit(event.token(Some(token_id), None).count(1));
+        Ok(true)
     }
 
     /// Deletes all tokens of one user. Returns how many.
@@ -289,14 +392,19 @@ impl AdvancedToken {
         let id = self.user_id(username).await?;
         let n = self.db(|s| s.delete_user_tokens(&id)).await;
         self.forget_user(&id);
-        n
+        let n = n?;
+        let event = AuditEvent::new(AuditKind::Revoked).user(Some(&id), Some(username));
+        self.audit(event.count(n));
+        Ok(n)
     }
 
     /// Deletes every token of every user. Returns how many.
     pub async fn revoke_all_tokens(&self) -> Result<u64, Error> {
         let n = self.db(|s| s.delete_all_tokens()).await;
         self.forget_all();
-        n
+        let n = n?;
+        self.audit(AuditEvent::new(AuditKind::Revoked).count(n));
+        Ok(n)
     }
 
     /// Deletes expired tokens. Returns how many.

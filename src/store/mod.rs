@@ -208,6 +208,9 @@ pub(crate) struct NewToken<'a> {
 pub(crate) enum Revoked<'a> {
     /// One token, rotated away (counted by the rotation rate limit).
     Rotated(&'a UserId, &'a str),
+    /// One token, deleted (`DELETE token/`, `DELETE tokens/<id>`,
+    /// `revoke_token`).
+    Token(&'a UserId, &'a str),
     /// Every token of one user (logout, a password change, a deactivation,
     /// an eviction past `max_tokens_per_user`, ...).
     User(&'a UserId),
@@ -219,7 +222,9 @@ impl Revoked<'_> {
     /// The entry's `user_id` and `digest` columns.
     pub(crate) fn parts(self) -> (Option<String>, Option<String>) {
         match self {
-            Revoked::Rotated(user, digest) => (Some(user.to_string()), Some(digest.to_owned())),
+            Revoked::Rotated(user, digest) | Revoked::Token(user, digest) => {
+                (Some(user.to_string()), Some(digest.to_owned()))
+            }
             Revoked::User(user) => (Some(user.to_string()), None),
             Revoked::All => (None, None),
         }
@@ -229,6 +234,7 @@ impl Revoked<'_> {
     pub(crate) fn kind(self) -> &'static str {
         match self {
             Revoked::Rotated(..) => "rotate",
+            Revoked::Token(..) => "token",
             Revoked::User(_) => "user",
             Revoked::All => "all",
         }
@@ -272,6 +278,9 @@ pub(crate) trait Store: Import + Send + Sync + 'static {
     ) -> Result<bool, sqlx::Error>;
     /// Deletes a user and (by the foreign key) the user's tokens.
     async fn delete_user(&self, user_id: i64) -> Result<bool, sqlx::Error>;
+    /// One user of the crate's table by id, with the number of unexpired
+    /// tokens.
+    async fn get_user(&self, user_id: i64, now: i64) -> Result<Option<UserInfo>, sqlx::Error>;
     /// Every user, by username, with the number of unexpired tokens.
     async fn list_users(&self, now: i64) -> Result<Vec<UserInfo>, sqlx::Error>;
 
@@ -305,6 +314,14 @@ pub(crate) trait Store: Import + Send + Sync + 'static {
     ) -> Result<bool, sqlx::Error>;
     /// Deletes every token of one user.
     async fn delete_user_tokens(&self, user_id: &UserId) -> Result<u64, sqlx::Error>;
+    /// Deletes one token, of `owner` only when given, and logs the
+    /// revocation in the same transaction; whose token it was, `None` if
+    /// there is no such token (or it is another user's).
+    async fn revoke_token(
+        &self,
+        token_id: i64,
+        owner: Option<&UserId>,
+    ) -> Result<Option<UserId>, sqlx::Error>;
     /// Deletes every token.
     async fn delete_all_tokens(&self) -> Result<u64, sqlx::Error>;
     /// Deletes expired tokens.

@@ -361,6 +361,20 @@ impl Store for MySqlStore {
         Ok(self.revoking(sql, Some(&UserId::Int(user_id))).await? > 0)
     }
 
+    async fn get_user(&self, user_id: i64, now: i64) -> Result<Option<UserInfo>, sqlx::Error> {
+        let row: Option<UserTuple> = sqlx::query_as(
+            "SELECT u.id, u.username, u.is_active, u.rotation_locked, u.created_at, \
+             (SELECT COUNT(*) FROM advanced_token_tokens t WHERE t.user_id = u.id \
+              AND (t.expires_at IS NULL OR t.expires_at > ?)) \
+             FROM advanced_token_users u WHERE u.id = ?",
+        )
+        .bind(now)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(UserInfo::from))
+    }
+
     async fn list_users(&self, now: i64) -> Result<Vec<UserInfo>, sqlx::Error> {
         let rows: Vec<UserTuple> = sqlx::query_as(
             "SELECT u.id, u.username, u.is_active, u.rotation_locked, u.created_at, \
@@ -470,6 +484,45 @@ impl Store for MySqlStore {
     async fn delete_user_tokens(&self, user_id: &UserId) -> Result<u64, sqlx::Error> {
         let sql = "DELETE FROM advanced_token_tokens WHERE user_id = ?";
         self.revoking(sql, Some(user_id)).await
+    }
+
+    async fn revoke_token(
+        &self,
+        token_id: i64,
+        owner: Option<&UserId>,
+    ) -> Result<Option<UserId>, sqlx::Error> {
+        let find = match owner {
+            Some(_) => {
+                "SELECT CAST(user_id AS CHAR), digest FROM advanced_token_tokens \
+                 WHERE id = ? AND user_id = ? FOR UPDATE"
+            }
+            None => "SELECT CAST(user_id AS CHAR), digest FROM advanced_token_tokens WHERE id = ? FOR UPDATE",
+        };
+        retry(|| async {
+            let mut tx = self.pool.begin().await?;
+            let mut query = sqlx::query(find).bind(token_id);
+            if let Some(id) = owner {
+                query = self.bind_user(query, id);
+            }
+            let Some(row) = query.fetch_optional(&mut *tx).await? else {
+                return Ok(None);
+            };
+            let (user, digest): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let gone = sqlx::query("DELETE FROM advanced_token_tokens WHERE id = ? AND digest = ?")
+                .bind(token_id)
+                .bind(&digest)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if gone == 0 {
+                return Ok(None);
+            }
+            let user = UserId::from_stored(user);
+            log(&mut tx, Revoked::Token(&user, &digest)).await?;
+            tx.commit().await?;
+            Ok(Some(user))
+        })
+        .await
     }
 
     async fn delete_all_tokens(&self) -> Result<u64, sqlx::Error> {

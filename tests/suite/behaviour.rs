@@ -560,14 +560,32 @@ pub async fn unserved_methods_get_405(db: TestDb) {
         ),
         (
             "/auth/token/",
+            vec![Method::Post, Method::Patch, Method::Trace, Method::Connect],
+            "GET, PUT, DELETE, HEAD, OPTIONS",
+        ),
+        (
+            "/auth/tokens/",
             vec![
                 Method::Post,
+                Method::Put,
                 Method::Delete,
                 Method::Patch,
                 Method::Trace,
                 Method::Connect,
             ],
-            "GET, PUT, HEAD, OPTIONS",
+            "GET, HEAD, OPTIONS",
+        ),
+        (
+            "/auth/tokens/1/",
+            vec![
+                Method::Get,
+                Method::Post,
+                Method::Put,
+                Method::Patch,
+                Method::Trace,
+                Method::Connect,
+            ],
+            "DELETE, OPTIONS",
         ),
         (
             "/auth/logout/",
@@ -999,7 +1017,7 @@ pub async fn user_administration(db: TestDb) {
         Err(rocket_advanced_token::Error::UnknownUser(_))
     ));
     assert!(matches!(
-        at.create_user("alice", "x").await,
+        at.create_user("alice", "long enough").await,
         Err(rocket_advanced_token::Error::UsernameTaken(_))
     ));
 

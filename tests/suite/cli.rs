@@ -110,7 +110,7 @@ async fn users_and_passwords_body() {
     let out = ok(cli(
         &db,
         "{}",
-        &["create-user", "alice", "--password", "pw one"],
+        &["create-user", "alice", "--password", "pw one two"],
         None,
     ));
     assert!(out.contains("alice"));
@@ -118,10 +118,20 @@ async fn users_and_passwords_body() {
         cli(
             &db,
             "{}",
-            &["create-user", "alice", "--password", "x"],
+            &["create-user", "alice", "--password", "another one"],
             None,
         ),
         "already exists",
+    );
+    // The password policy: 8 characters at least, by default.
+    user_error(
+        cli(
+            &db,
+            "{}",
+            &["create-user", "carol", "--password", "short"],
+            None,
+        ),
+        "at least 8 characters",
     );
     ok(cli(
         &db,
@@ -144,7 +154,7 @@ async fn users_and_passwords_body() {
     );
 
     let client = client(&db, json!({"token_cache": false})).await;
-    let alice = login(&client, "alice", "pw one").await;
+    let alice = login(&client, "alice", "pw one two").await;
     let bob = login(&client, "bob", "from stdin").await;
 
     // set-password revokes the user's tokens.
@@ -152,15 +162,15 @@ async fn users_and_passwords_body() {
         &db,
         "{}",
         &["set-password", "bob", "--password-stdin"],
-        Some("new pw\r\n"),
+        Some("new pw two\r\n"),
     ));
-    assert!(out.contains("1 token(s) revoked"), "{out}");
+    assert!(out.contains("revoked 1 token(s)"), "{out}");
     assert_eq!(check(&client, &bob).await, Status::Unauthorized);
     assert_eq!(
         login_raw(&client, "bob", "from stdin").await.0,
         Status::Unauthorized
     );
-    login(&client, "bob", "new pw").await;
+    login(&client, "bob", "new pw two").await;
 
     // deactivate / activate.
     ok(cli(&db, "{}", &["deactivate", "alice"], None));
@@ -171,7 +181,7 @@ async fn users_and_passwords_body() {
     // delete-user.
     ok(cli(&db, "{}", &["delete-user", "bob"], None));
     assert_eq!(
-        login_raw(&client, "bob", "new pw").await.0,
+        login_raw(&client, "bob", "new pw two").await.0,
         Status::Unauthorized
     );
 
@@ -187,7 +197,7 @@ async fn users_and_passwords_body() {
         "list-tokens",
     ] {
         let args: Vec<&str> = if cmd == "set-password" {
-            vec![cmd, "nobody", "--password", "x"]
+            vec![cmd, "nobody", "--password", "long enough"]
         } else {
             vec![cmd, "nobody"]
         };
@@ -205,21 +215,21 @@ async fn tokens_and_listings_body() {
     ok(cli(
         &db,
         "{}",
-        &["create-user", "alice", "--password", "pw"],
+        &["create-user", "alice", "--password", "pw-long-enough"],
         None,
     ));
     ok(cli(
         &db,
         "{}",
-        &["create-user", "bob", "--password", "pw"],
+        &["create-user", "bob", "--password", "pw-long-enough"],
         None,
     ));
     // The cache off, so that the effect of each command is visible at once
     // (the cache's bound is tested in the behaviour suite).
     let client = client(&db, json!({"token_cache": false})).await;
-    let a1 = login(&client, "alice", "pw").await;
-    let a2 = login(&client, "alice", "pw").await;
-    let b1 = login(&client, "bob", "pw").await;
+    let a1 = login(&client, "alice", "pw-long-enough").await;
+    let a2 = login(&client, "alice", "pw-long-enough").await;
+    let b1 = login(&client, "bob", "pw-long-enough").await;
 
     // lock-token / unlock-token.
     ok(cli(&db, "{}", &["lock-token", "alice"], None));
@@ -294,7 +304,7 @@ async fn purge_expired_prints_the_count_body() {
     ok(cli(
         &db,
         "{}",
-        &["create-user", "alice", "--password", "pw"],
+        &["create-user", "alice", "--password", "pw-long-enough"],
         None,
     ));
     // Two tokens issued an hour ago (a clock set back by hand) with a
@@ -307,10 +317,10 @@ async fn purge_expired_prints_the_count_body() {
     let clock = FakeClock::new();
     clock.advance(now - 3600 - clock.now());
     let past = client_with_clock(&db, json!({"token_ttl": 100}), &clock).await;
-    login(&past, "alice", "pw").await;
-    login(&past, "alice", "pw").await;
+    login(&past, "alice", "pw-long-enough").await;
+    login(&past, "alice", "pw-long-enough").await;
     let client = client(&db, json!({"token_ttl": 100})).await;
-    let live = login(&client, "alice", "pw").await;
+    let live = login(&client, "alice", "pw-long-enough").await;
     let out = ok(cli(&db, "{token_ttl=100}", &["purge-expired"], None));
     assert!(out.contains("Purged 2"), "{out}");
     let out = ok(cli(&db, "{token_ttl=100}", &["purge-expired"], None));
@@ -396,4 +406,120 @@ fn revoke_all_without_force_touches_no_database() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
     assert!(!file.exists(), "the SQLite file was created");
+}
+
+#[test]
+fn rotation_locks_throttle_resets_and_single_revocations() {
+    crate::common::run(rotation_locks_throttle_resets_and_single_revocations_body())
+}
+
+async fn rotation_locks_throttle_resets_and_single_revocations_body() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    ok(cli(
+        &db,
+        "{}",
+        &["create-user", "alice", "--password", "pw-long-enough"],
+        None,
+    ));
+    let client = client(&db, json!({"token_cache": false})).await;
+    let a1 = login(&client, "alice", "pw-long-enough").await;
+    let a2 = login(&client, "alice", "pw-long-enough").await;
+
+    // The new names and the old ones (aliases).
+    for (lock, unlock) in [
+        ("lock-rotation", "unlock-rotation"),
+        ("lock-token", "unlock-token"),
+    ] {
+        let out = ok(cli(&db, "{}", &[lock, "alice"], None));
+        assert_eq!(out.trim(), "Locked token rotation for \"alice\".");
+        let users = ok(cli(&db, "{}", &["list-users", "--json"], None));
+        assert!(users.contains("\"rotation_locked\": true"), "{users}");
+        let out = ok(cli(&db, "{}", &[unlock, "alice"], None));
+        assert_eq!(out.trim(), "Unlocked token rotation for \"alice\".");
+    }
+
+    // reset-throttle lifts a lockout.
+    for _ in 0..5 {
+        login_raw(&client, "alice", "wrong password").await;
+    }
+    assert_eq!(
+        login_raw(&client, "alice", "pw-long-enough").await.0,
+        Status::TooManyRequests
+    );
+    let out = ok(cli(&db, "{}", &["reset-throttle", "alice"], None));
+    assert_eq!(out.trim(), "Cleared the login lockout of \"alice\".");
+    let a3 = login(&client, "alice", "pw-long-enough").await;
+
+    // list-tokens shows times in ISO 8601, UTC.
+    let listing = ok(cli(&db, "{}", &["list-tokens", "alice"], None));
+    let row: Vec<&str> = listing.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row.len(), 4, "{listing}");
+    for time in &row[1..3] {
+        assert_eq!(time.len(), 20, "{listing}");
+        assert!(
+            time.ends_with('Z') && time.as_bytes()[10] == b'T',
+            "{listing}"
+        );
+    }
+    assert_eq!(row[3], "never");
+
+    // revoke-token: one token by id.
+    let id = row[0];
+    let out = ok(cli(&db, "{}", &["revoke-token", id], None));
+    assert_eq!(out.trim(), format!("Revoked token {id}."));
+    let alive = [
+        check(&client, &a1).await,
+        check(&client, &a2).await,
+        check(&client, &a3).await,
+    ];
+    assert_eq!(
+        alive.iter().filter(|s| **s == Status::Unauthorized).count(),
+        1,
+        "{alive:?}"
+    );
+    user_error(cli(&db, "{}", &["revoke-token", id], None), "Not found.");
+}
+
+/// A relative SQLite path in Rocket.toml is relative to that file, wherever
+/// the command runs; a new database file is reported with its absolute
+/// path.
+#[test]
+fn sqlite_paths_in_rocket_toml_are_relative_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Rocket.toml"),
+        "[default.databases.advanced_token]\nurl = \"sqlite://app.sqlite?mode=rwc\"\n",
+    )
+    .unwrap();
+    let sub = dir.path().join("src");
+    std::fs::create_dir(&sub).unwrap();
+    let run = |cwd: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_advanced-token"))
+            .arg("list-users")
+            .current_dir(cwd)
+            .env_remove("ROCKET_DATABASES")
+            .env_remove("ROCKET_CONFIG")
+            .env("ROCKET_LOG_LEVEL", "critical")
+            .output()
+            .unwrap()
+    };
+    let first = run(&sub);
+    assert_eq!(first.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    let file = dir.path().join("app.sqlite");
+    assert!(file.exists(), "not next to Rocket.toml");
+    assert!(!sub.join("app.sqlite").exists());
+    assert!(
+        stderr.contains("created a new SQLite database at")
+            && stderr.contains(&file.display().to_string()),
+        "{stderr}"
+    );
+    // The second run, from elsewhere, opens the same file: nothing new.
+    let second = run(dir.path());
+    assert_eq!(second.status.code(), Some(0));
+    assert!(
+        second.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
 }

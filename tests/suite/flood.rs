@@ -170,7 +170,7 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests_body() {
 
     // A user, a token, and a warm server.
     let out = Command::new(env!("CARGO_BIN_EXE_advanced-token"))
-        .args(["create-user", "alice", "--password", "pw"])
+        .args(["create-user", "alice", "--password", "pw-long-enough"])
         .env(
             "ROCKET_DATABASES",
             format!("{{advanced_token={{url=\"{}\"}}}}", db.url),
@@ -178,7 +178,7 @@ async fn login_flood_is_bounded_and_does_not_starve_guarded_requests_body() {
         .current_dir(tempfile::tempdir().unwrap().path())
         .output_within(PROCESS_DEADLINE);
     assert!(out.status.success());
-    let creds = json!({"username": "alice", "password": "pw"});
+    let creds = json!({"username": "alice", "password": "pw-long-enough"});
     let wrong = json!({"username": "alice", "password": "nope"});
     let (status, body) = http(port, "POST", "/auth/login/", None, Some(&creds)).await;
     assert_eq!(status, 200, "{body}");

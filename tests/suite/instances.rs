@@ -15,7 +15,7 @@ async fn login(port: u16) -> String {
         "POST",
         "/auth/login/",
         None,
-        Some(&json!({"username": "alice", "password": "pw"})),
+        Some(&json!({"username": "alice", "password": "pw-long-enough"})),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -48,7 +48,11 @@ async fn until_rejected(port: u16, token: &str) -> Option<f64> {
 
 async fn two_processes(backend: Backend, cache: bool) {
     let db = TestDb::new(backend).await;
-    run_cli_ok(&db, &["create-user", "alice", "--password", "pw"]).await;
+    run_cli_ok(
+        &db,
+        &["create-user", "alice", "--password", "pw-long-enough"],
+    )
+    .await;
     let settings = format!("{{token_cache={cache},token_cache_poll=0.5}}");
     let a = start(&db, &settings).await;
     let b = start(&db, &settings).await;
@@ -111,8 +115,12 @@ async fn two_processes(backend: Backend, cache: bool) {
 /// instance, the counts in the database are shared).
 async fn races(backend: Backend) {
     let db = TestDb::new(backend).await;
-    run_cli_ok(&db, &["create-user", "alice", "--password", "pw"]).await;
-    run_cli_ok(&db, &["create-user", "bob", "--password", "pw"]).await;
+    run_cli_ok(
+        &db,
+        &["create-user", "alice", "--password", "pw-long-enough"],
+    )
+    .await;
+    run_cli_ok(&db, &["create-user", "bob", "--password", "pw-long-enough"]).await;
     let settings = "{login_max_failures=5,login_max_failures_per_ip=1000,token_cache_poll=0.5}";
     let a = start(&db, settings).await;
     let b = start(&db, settings).await;
@@ -181,7 +189,7 @@ async fn races(backend: Backend) {
     );
     assert_eq!(refused + throttled, 40);
     // And the right password is throttled on both now.
-    let right = json!({"username": "bob", "password": "pw"});
+    let right = json!({"username": "bob", "password": "pw-long-enough"});
     for port in ports {
         let (code, body) = http(port, "POST", "/auth/login/", None, Some(&right)).await;
         assert_eq!(code, 429, "{body}");

@@ -41,18 +41,23 @@ macro_rules! backend_test {
     };
 }
 
-/// Instantiates each named behaviour test for one backend.
+/// Instantiates each named test of a module (`behaviour` when unnamed) for
+/// one backend.
 macro_rules! suite {
     ($backend:ident: $($name:ident),* $(,)?) => {
+        suite!(behaviour / $backend: $($name),*);
+    };
+    ($module:ident / $backend:ident: $($name:ident),* $(,)?) => {
         $(
             backend_test!($backend, fn $name() {
                 let db = crate::common::TestDb::new(crate::common::Backend::$backend).await;
-                crate::behaviour::$name(db).await
+                crate::$module::$name(db).await
             });
         )*
     };
 }
 
+mod app_api;
 mod behaviour;
 mod cli;
 mod common;
@@ -60,12 +65,14 @@ mod django;
 mod flood;
 mod instances;
 mod launch;
+mod leak;
 mod migrations;
 mod openapi;
 mod own_users;
 mod reliability;
 mod scale_out;
 mod security;
+mod sessions;
 
 /// The list of behaviour tests, written once.
 macro_rules! all_behaviour_tests {
@@ -111,6 +118,22 @@ macro_rules! all_behaviour_tests {
             ip_header_false_stops_spoofing,
             own_401_with_www_authenticate_is_left_alone,
             token_cache_capacity_bounds_the_cache,
+        );
+        suite!(sessions / $backend:
+            sessions_list_and_delete_own_tokens,
+            delete_token_logs_out_only_this_device,
+            revoke_token_by_id,
+        );
+        suite!(app_api / $backend:
+            verify_password_checks_without_a_token,
+            lockouts_can_be_cleared,
+            users_can_be_looked_up,
+            users_from_hashes_made_elsewhere,
+            password_policy,
+            audit_events_name_ids_never_secrets,
+            app_responses_are_never_rewritten,
+            error_bodies_can_be_shaped,
+            sessions_and_lookups_with_the_apps_users,
         );
     };
 }

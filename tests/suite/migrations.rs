@@ -51,9 +51,9 @@ async fn launch_and_use(db: &TestDb) {
         .expect("launch");
     let at = at(&client);
     if at.list_users().await.unwrap().is_empty() {
-        at.create_user("alice", "pw").await.unwrap();
+        at.create_user("alice", "pw-long-enough").await.unwrap();
     }
-    at.login("alice", "pw").await.unwrap();
+    at.login("alice", "pw-long-enough").await.unwrap();
     at.close().await;
 }
 

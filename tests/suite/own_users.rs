@@ -329,3 +329,63 @@ pub async fn a_database_keeps_its_mode(db: TestDb) {
         ),
     }
 }
+
+mod shared_pool {
+    use rocket::local::asynchronous::Client;
+    use rocket_advanced_token::rocket_db_pools::{self, sqlx, Database};
+    use rocket_advanced_token::{AdvancedToken, Error};
+    use serde_json::json;
+
+    use crate::common::*;
+
+    #[derive(Database)]
+    #[database("app")]
+    struct App(sqlx::SqlitePool);
+
+    /// `TokenFairing::database::<App>()`: one URL, one pool. The crate runs
+    /// its migrations and queries through the app's own pool: closing that
+    /// pool closes the crate's too.
+    #[test]
+    fn the_apps_pool_is_shared() {
+        run(async {
+            let db = TestDb::new(Backend::Sqlite).await;
+            let figment = base_figment()
+                .merge(("log_level", "critical"))
+                .merge(("databases.app", json!({"url": db.url})));
+            let rocket = rocket::custom(figment)
+                .attach(App::init())
+                .attach(AdvancedToken::fairing().database::<App>())
+                .mount("/auth", rocket_advanced_token::routes());
+            let client = Client::tracked(rocket)
+                .await
+                .expect("launch on the app's pool");
+            let at = at(&client);
+            assert!(at.database().starts_with("sqlite:"), "{}", at.database());
+            at.create_user("alice", "correct horse battery")
+                .await
+                .unwrap();
+            assert_eq!(db.count("advanced_token_users").await, 1);
+            App::fetch(client.rocket()).unwrap().close().await;
+            assert!(matches!(at.list_users().await, Err(Error::Unavailable(_))));
+        });
+    }
+
+    /// Without the app's database attached first, launch aborts.
+    #[test]
+    fn the_apps_database_must_be_attached_first() {
+        run(async {
+            let db = TestDb::new(Backend::Sqlite).await;
+            let figment = base_figment()
+                .merge(("log_level", "off"))
+                .merge(("databases.app", json!({"url": db.url})));
+            let rocket = rocket::custom(figment).attach(AdvancedToken::fairing().database::<App>());
+            match Client::tracked(rocket).await {
+                Ok(_) => panic!("launched without the app's database"),
+                Err(e) => assert!(
+                    matches!(e.kind(), rocket::error::ErrorKind::FailedFairings(_)),
+                    "{e:?}"
+                ),
+            }
+        });
+    }
+}

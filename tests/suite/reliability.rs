@@ -141,7 +141,7 @@ async fn timed(
     };
     let req = if path.contains("login") {
         req.header(ContentType::JSON)
-            .body(json!({"username": "alice", "password": "pw"}).to_string())
+            .body(json!({"username": "alice", "password": "pw-long-enough"}).to_string())
     } else {
         req.header(auth(token))
     };
@@ -198,8 +198,11 @@ async fn outage(backend: Backend, cache: bool) {
     let client = Client::tracked(crate::common::app(figment, None))
         .await
         .unwrap();
-    at(&client).create_user("alice", "pw").await.unwrap();
-    let token = login(&client, "alice", "pw").await;
+    at(&client)
+        .create_user("alice", "pw-long-enough")
+        .await
+        .unwrap();
+    let token = login(&client, "alice", "pw-long-enough").await;
     assert_eq!(check(&client, &token).await, Status::Ok);
     let deadline = Duration::from_secs(connect_timeout) + MARGIN;
 
@@ -262,7 +265,7 @@ async fn outage(backend: Backend, cache: bool) {
             rocket::tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(check(&client, &token).await, Status::Ok);
-        login(&client, "alice", "pw").await;
+        login(&client, "alice", "pw-long-enough").await;
     }
     db.url = direct;
 }
@@ -281,8 +284,11 @@ async fn sqlite_locked(cache: bool) {
     let client = Client::tracked(crate::common::app(figment, None))
         .await
         .unwrap();
-    at(&client).create_user("alice", "pw").await.unwrap();
-    let token = login(&client, "alice", "pw").await;
+    at(&client)
+        .create_user("alice", "pw-long-enough")
+        .await
+        .unwrap();
+    let token = login(&client, "alice", "pw-long-enough").await;
     let deadline = Duration::from_secs(connect_timeout) + MARGIN;
 
     let mut locker = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
@@ -320,7 +326,7 @@ async fn sqlite_locked(cache: bool) {
     assert_eq!(res.status(), Status::Ok);
     let new = body_json(res).await["token"].as_str().unwrap().to_owned();
     assert_eq!(check(&client, &new).await, Status::Ok);
-    login(&client, "alice", "pw").await;
+    login(&client, "alice", "pw-long-enough").await;
 }
 
 backend_test!(

@@ -165,7 +165,7 @@ async fn login(port: u16, user: &str) -> Result<String, (u16, String)> {
         "POST",
         "/auth/login/",
         None,
-        Some(&json!({"username": user, "password": "pw"})),
+        Some(&json!({"username": user, "password": "pw-long-enough"})),
     )
     .await;
     if status != 200 {
@@ -377,7 +377,10 @@ mod galera {
     )]
     async fn galera_token_issued_on_node_1_is_accepted_at_once_by_the_others() {
         let db = ClusterDb::new().await;
-        cli_ok(&db.urls[0], &["create-user", "alice", "--password", "pw"]);
+        cli_ok(
+            &db.urls[0],
+            &["create-user", "alice", "--password", "pw-long-enough"],
+        );
         let servers = one_per_node(&db, SETTINGS).await;
         let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
         // Four workers, 250 rounds each: log in through node 1's instance,
@@ -457,7 +460,10 @@ mod galera {
         use std::sync::Arc;
         let db = ClusterDb::new().await;
         for u in ["alice", "r1", "r2", "r3"] {
-            cli_ok(&db.urls[0], &["create-user", u, "--password", "pw"]);
+            cli_ok(
+                &db.urls[0],
+                &["create-user", u, "--password", "pw-long-enough"],
+            );
         }
         // Rotations in a tight loop: past the default per-user rate limit.
         let settings = SETTINGS.replace('}', ",rotation_max_per_minute=100000}");
@@ -472,7 +478,7 @@ mod galera {
 
         // The admin commands, round-robin over the nodes, three times over.
         let commands: [&[&str]; 6] = [
-            &["set-password", "alice", "--password", "pw"],
+            &["set-password", "alice", "--password", "pw-long-enough"],
             &["deactivate", "alice"],
             &["activate", "alice"],
             &["lock-token", "alice"],
@@ -601,7 +607,10 @@ mod galera {
     )]
     async fn galera_node_cut_off_from_the_quorum_answers_503_and_recovers() {
         let db = ClusterDb::new().await;
-        cli_ok(&db.urls[0], &["create-user", "alice", "--password", "pw"]);
+        cli_ok(
+            &db.urls[0],
+            &["create-user", "alice", "--password", "pw-long-enough"],
+        );
         // No token cache: every guarded request asks the database.
         let servers = one_per_node(&db, "{login_throttle=false,token_cache=false}").await;
         let token = login(servers[0].port, "alice").await.unwrap();
@@ -619,7 +628,7 @@ mod galera {
             "POST",
             "/auth/login/",
             None,
-            Some(&json!({"username": "alice", "password": "pw"})),
+            Some(&json!({"username": "alice", "password": "pw-long-enough"})),
         )
         .await;
         assert_eq!(s, 503, "login on the cut-off node: {s} {b}");
@@ -675,7 +684,10 @@ mod galera {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
         let db = ClusterDb::new().await;
-        cli_ok(&db.urls[0], &["create-user", "alice", "--password", "pw"]);
+        cli_ok(
+            &db.urls[0],
+            &["create-user", "alice", "--password", "pw-long-enough"],
+        );
         let servers = one_per_node(&db, SETTINGS).await;
         let ports: Vec<u16> = servers.iter().map(|s| s.port).collect();
 
@@ -826,7 +838,10 @@ mod pgbouncer {
     )]
     async fn pgbouncer_session_mode_two_instances_revocation_and_notify() {
         let db = BouncedDb::new(&var("ADVANCED_TOKEN_TEST_PGBOUNCER")).await;
-        cli_ok(&db.url, &["create-user", "alice", "--password", "pw"]);
+        cli_ok(
+            &db.url,
+            &["create-user", "alice", "--password", "pw-long-enough"],
+        );
         // A 30 s poll: a revocation seen within a second came by NOTIFY,
         // through pgbouncer.
         let settings = "{login_throttle=false,token_cache_poll=30.0,max_tokens_per_user=1000}";
