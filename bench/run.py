@@ -6,6 +6,7 @@ side by side, alternating, in the same run. Run it through bench/run.sh.
 """
 
 import atexit
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER = os.path.join(ROOT, "target/release/examples/bench_server")
+BARE = os.path.join(ROOT, "target/release/examples/bare_server")
+ROTATE = os.path.join(ROOT, "bench/rotate.py")
 CLI = os.path.join(ROOT, "target/release/advanced-token")
 ARGON2 = os.path.join(ROOT, "target/release/examples/argon2_rate")
 LUA = os.path.join(ROOT, "bench/wrk_report.lua")
@@ -84,9 +87,9 @@ def cli(db_url, *args):
 
 
 class Server:
-    def __init__(self, db_url, settings):
+    def __init__(self, db_url, settings, binary=SERVER):
         self.port = free_port()
-        self.proc = subprocess.Popen([SERVER], env=env_for(db_url, settings, self.port), cwd=TMP,
+        self.proc = subprocess.Popen([binary], env=env_for(db_url, settings, self.port), cwd=TMP,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         PROCS.append(self.proc)
         deadline = time.time() + 30
@@ -110,10 +113,16 @@ class Server:
             return json.load(res)["token"]
 
     def peak_rss_mib(self):
+        return self.status_kib("VmHWM") / 1024
+
+    def rss_kib(self):
+        return self.status_kib("VmRSS")
+
+    def status_kib(self, field):
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
         return float("nan")
 
     def stop(self):
@@ -125,11 +134,16 @@ class Server:
             self.proc.wait()
 
 
-def wrk(url, token=None, conns=32, threads=2, seconds=None, post_json=None, background=False):
+def wrk(url, token=None, conns=32, threads=2, seconds=None, post_json=None, background=False,
+        tokens_file=None, order=None):
     cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{int(seconds or SECONDS)}s", "--latency", "-s", LUA]
     env = dict(os.environ)
     if token:
         cmd += ["-H", f"Authorization: Token {token}"]
+    if tokens_file:
+        env["WRK_TOKENS"] = tokens_file
+        if order:
+            env["WRK_TOKENS_ORDER"] = order
     if post_json is not None:
         env.update({"WRK_METHOD": "POST", "WRK_BODY": json.dumps(post_json),
                     "WRK_CONTENT_TYPE": "application/json"})
@@ -142,12 +156,12 @@ def wrk(url, token=None, conns=32, threads=2, seconds=None, post_json=None, back
 
 def parse_wrk(proc):
     out, _ = proc.communicate()
-    m = re.search(r"RESULT (\S+) (\d+) (\d+) (\d+) (\d+)", out)
+    m = re.search(r"RESULT (\S+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
     if not m:
         raise SystemExit(f"wrk printed no result:\n{out}")
-    rps, p50, p99, non2xx, errors = m.groups()
+    rps, p50, p99, non2xx, errors, requests = m.groups()
     return {"rps": float(rps), "p50": int(p50) / 1000, "p99": int(p99) / 1000,
-            "non2xx": int(non2xx), "errors": int(errors)}
+            "non2xx": int(non2xx), "errors": int(errors), "requests": int(requests)}
 
 
 def median(results, key):
@@ -318,6 +332,199 @@ def scale(kind):
         f"{rb / rs:.2f}", "", "")
 
 
+def side_by_side(a, b, runs=None, **kw):
+    """Alternates wrk runs on two (url, token) targets; returns both lists."""
+    ra, rb = [], []
+    for _ in range(runs or RUNS):
+        ra.append(wrk(*a, **kw))
+        rb.append(wrk(*b, **kw))
+    return ra, rb
+
+
+def guarded_vs_bare(kind, db_url):
+    """Issue 11: the demo's guarded route against a separate minimal Rocket
+    app serving the same JSON at the same path, with no fairing at all."""
+    server = Server(db_url, {"login_throttle": False})
+    bare = Server(db_url, {}, binary=BARE)
+    token = server.login("bench")
+    g_url, b_url = server.url("/api/hello/"), bare.url("/api/hello/")
+    wrk(g_url, token, seconds=1)
+    wrk(b_url, token, seconds=1)
+    guarded, plain = side_by_side((g_url, token), (b_url, token))
+    check_ok(guarded + plain, "guarded vs bare")
+    rss, bare_rss = server.peak_rss_mib(), bare.peak_rss_mib()
+    server.stop()
+    bare.stop()
+    g, b = median(guarded, "rps"), median(plain, "rps")
+    label = f"demo's guarded GET / bare Rocket app, {kind}, cache on"
+    row(f"{label}: requests/s", f"{g:,.0f}", f"{b:,.0f}", f"{g / b:.2f}", "≥ 0.93", f"{rss:.0f} / {bare_rss:.0f}")
+    row(f"{label}: p50 / p99 ms",
+        f"{median(guarded, 'p50'):.2f} / {median(guarded, 'p99'):.2f}",
+        f"{median(plain, 'p50'):.2f} / {median(plain, 'p99'):.2f}", "", "", "")
+
+
+def rotation_attack(limit):
+    """Issue 12 item 2: two instances on one PostgreSQL; A's guarded
+    requests/s while one user rotates its token in a tight loop on B,
+    against A's baseline, alternated."""
+    db_url, name = pg_db(f"rotate{limit or 'default'}")
+    cli(db_url, "create-user", "bench", "--password", PASSWORD)
+    cli(db_url, "create-user", "rotator", "--password", PASSWORD)
+    settings = {"login_throttle": False}
+    if limit:
+        settings["rotation_max_per_minute"] = limit
+    a, b = Server(db_url, settings), Server(db_url, settings)
+    token, rot = a.login("bench"), b.login("rotator")
+    url = a.url("/api/hello/")
+    wrk(url, token, seconds=1)
+    idle, attacked, rotations = [], [], []
+    for _ in range(RUNS):
+        idle.append(wrk(url, token))
+        rotator = subprocess.Popen([sys.executable, ROTATE, str(b.port), rot, str(SECONDS + 2)],
+                                   stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        attacked.append(wrk(url, token))
+        out, _ = rotator.communicate()
+        r = json.loads(out)
+        rot = r["token"]
+        if r["other"]:
+            raise SystemExit(f"the rotation loop got answers other than 200 and 429: {r}")
+        rotations.append(r)
+    if not sum(r["ok"] for r in rotations):
+        raise SystemExit("the rotation loop rotated nothing")
+    check_ok(idle + attacked, "rotation attack")
+    rss = a.peak_rss_mib()
+    a.stop()
+    b.stop()
+    pg_drop(name)
+    i, x = median(idle, "rps"), median(attacked, "rps")
+    took = sum(r["seconds"] for r in rotations)
+    ok = sum(r["ok"] for r in rotations) / took
+    refused = sum(r["limited"] for r in rotations) / took
+    what = f"rotation_max_per_minute {limit:,}" if limit else "rotation_max_per_minute default (30)"
+    row(f"instance A's guarded requests/s while a user rotates in a loop on B / idle, postgres, {what}",
+        f"{x:,.0f}", f"{i:,.0f}", f"{x / i:.2f}", "≥ 0.8", f"{rss:.0f}")
+    row(f"  B: rotations/s served (200) / refused (429) over all runs, {what}", f"{ok:,.0f} / {refused:,.0f}", "", "", "", "")
+
+
+def token_file(count):
+    """`count` known tokens (64 lowercase hex) in a file, one a line, and
+    their digests (lowercase hex SHA-256 of the token string)."""
+    path = os.path.join(TMP, f"tokens{count}.txt")
+    tokens = [hashlib.sha256(f"bench token {i}".encode()).hexdigest() for i in range(count)]
+    with open(path, "w") as f:
+        f.write("\n".join(tokens) + "\n")
+    return path, tokens
+
+
+def seed_known_tokens(kind, target, tokens):
+    """Bulk-inserts live tokens whose strings are known, for user `bench`,
+    last used now (so no use is due to be recorded for a minute)."""
+    now = int(time.time())
+    digests = (hashlib.sha256(t.encode()).hexdigest() for t in tokens)
+    if kind == "sqlite":
+        con = sqlite3.connect(target)
+        uid = con.execute("SELECT id FROM advanced_token_users WHERE username = 'bench'").fetchone()[0]
+        con.executemany("INSERT INTO advanced_token_tokens (user_id, digest, created_at, last_used_at, expires_at) "
+                        "VALUES (?, ?, ?, ?, NULL)", ((uid, d, now, now) for d in digests))
+        con.commit()
+        con.execute("ANALYZE")
+        con.close()
+    else:
+        uid = subprocess.run(["psql", target, "-Atc", "SELECT id FROM advanced_token_users WHERE username = 'bench'"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        data = "".join(f"{uid}\t{d}\t{now}\t{now}\n" for d in digests)
+        subprocess.run(["psql", target, "-qc",
+                        "COPY advanced_token_tokens (user_id, digest, created_at, last_used_at) FROM STDIN"],
+                       input=data, check=True, capture_output=True, text=True)
+        subprocess.run(["psql", target, "-qc", "ANALYZE advanced_token_tokens"], check=True, capture_output=True)
+
+
+def cache_at_size(kind, count):
+    """Issue 12, the cache at size: `count` different live tokens requested
+    uniformly at random, guarded vs the bare app, alternated."""
+    if kind == "sqlite":
+        db_url, target = sqlite_db(f"size{count}")
+    else:
+        db_url, name = pg_db(f"size{count}")
+        target = db_url
+    cli(db_url, "create-user", "bench", "--password", PASSWORD)
+    log(f"seeding {count:,} known tokens into {kind}")
+    path, tokens = token_file(count)
+    seed_known_tokens(kind, target, tokens)
+    # Used "now" once seeding is over, however long it took: no use is due
+    # to be recorded (at most once a minute) while the scenario runs.
+    now_sql = f"UPDATE advanced_token_tokens SET last_used_at = {int(time.time())}"
+    if kind == "sqlite":
+        con = sqlite3.connect(target)
+        con.execute(now_sql)
+        con.commit()
+        con.close()
+    else:
+        subprocess.run(["psql", target, "-qc", now_sql], check=True, capture_output=True)
+    server = Server(db_url, {"login_throttle": False})
+    bare = Server(db_url, {}, binary=BARE)
+    g_url, b_url = server.url("/api/hello/"), bare.url("/api/hello/")
+    # The process warmed up on one token, then every token once, in order.
+    wrk(g_url, tokens[0], seconds=1)
+    before = server.rss_kib()
+    n_warm = min(count, 100_000)
+    warm = wrk(g_url, seconds=int(n_warm / 10_000) + 2, tokens_file=path, order="seq")
+    after = server.rss_kib()
+    wrk(b_url, seconds=1, tokens_file=path)
+    guarded, plain = side_by_side((g_url,), (b_url,), tokens_file=path)
+    check_ok([warm] + guarded + plain, f"cache at size {count}")
+    rss = server.peak_rss_mib()
+    server.stop()
+    bare.stop()
+    if kind == "postgres":
+        pg_drop(name)
+    g, b = median(guarded, "rps"), median(plain, "rps")
+    row(f"guarded GET / bare app, {count:,} live tokens at random, {kind}, cache on (capacity 100,000)",
+        f"{g:,.0f}", f"{b:,.0f}", f"{g / b:.2f}", "≥ 0.85" if count <= 100_000 else "", f"{rss:.0f}")
+    if warm["requests"] >= n_warm and count >= 100_000:
+        row(f"  RSS growth over a pass through {n_warm:,} tokens ({kind}), bytes per cached token",
+            f"{(after - before) * 1024 / n_warm:,.0f}", "", "", "", "")
+
+
+def pg_counters(name, db_url):
+    """Index scans on the tokens table, then transactions committed + rolled
+    back in database `name` (read from another database, after the
+    connection that read the scans has gone, so no reading is counted)."""
+    scans = subprocess.run(["psql", db_url, "-Atc", "SELECT coalesce(idx_scan, 0) FROM pg_stat_user_tables "
+                            "WHERE relname = 'advanced_token_tokens'"], check=True, capture_output=True,
+                           text=True).stdout
+    xacts = subprocess.run(["psql", PG, "-Atc", "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                            f"WHERE datname = '{name}'"], check=True, capture_output=True, text=True).stdout
+    return int(xacts.strip()), int(scans.strip())
+
+
+def statements_per_1000():
+    """Issue 13: database work per 1,000 guarded requests, cache on and off,
+    on PostgreSQL. Counters are read with no server connected (a backend
+    reports its statistics when it exits), so the delta covers the server's
+    whole life: launch, polls, and the requests."""
+    for cache in (True, False):
+        db_url, name = pg_db(f"stmts{int(cache)}")
+        cli(db_url, "create-user", "bench", "--password", PASSWORD)
+        first = Server(db_url, {"login_throttle": False, "token_cache": cache})
+        token = first.login("bench")
+        first.stop()
+        time.sleep(1)
+        x0, s0 = pg_counters(name, db_url)
+        server = Server(db_url, {"login_throttle": False, "token_cache": cache})
+        res = wrk(server.url("/api/hello/"), token)
+        server.stop()
+        time.sleep(1)
+        x1, s1 = pg_counters(name, db_url)
+        pg_drop(name)
+        check_ok([res], "statement count")
+        k = res["requests"] / 1000
+        row(f"PostgreSQL transactions / token index scans per 1,000 guarded GETs, cache {'on' if cache else 'off'} "
+            f"({res['requests']:,} requests, launch and polls included)",
+            f"{(x1 - x0) / k:,.2f} / {(s1 - s0) / k:,.2f}", "", "", "", "")
+
+
 def main():
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (bench/run.sh installs it)")
@@ -335,6 +542,7 @@ def main():
         cli(db_url, "create-user", "bench", "--password", PASSWORD)
         for cache in (True, False):
             guard_overhead(kind, db_url, cache)
+        guarded_vs_bare(kind, db_url)
         if kind == "postgres":
             pg_drop(pg_name)
 
@@ -352,6 +560,18 @@ def main():
     log("table scale")
     for kind in (["sqlite", "postgres"] if use_pg else ["sqlite"]):
         scale(kind)
+
+    if use_pg:
+        log("rotation in a loop on another instance")
+        for limit in (1_000_000, None):
+            rotation_attack(limit)
+        log("database statements per 1,000 guarded requests")
+        statements_per_1000()
+
+    log("the cache at size")
+    for kind in (["sqlite", "postgres"] if use_pg else ["sqlite"]):
+        for count in (100_000, 1_000_000):
+            cache_at_size(kind, count)
 
     print(f"\n{os.cpu_count()} cores; {RUNS} runs of {SECONDS:g} s per figure (medians); "
           f"wrk and the server share the machine; {time.time() - started:.0f} s in all.\n")

@@ -24,7 +24,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 echo "[bench] building release binaries" >&2
-cargo build --release --quiet --bin advanced-token --example bench_server --example argon2_rate
+cargo build --release --quiet --bin advanced-token --example bench_server --example bare_server --example argon2_rate
 
 python3 bench/run.py
 
