@@ -118,7 +118,8 @@ impl TokenCache {
     /// generation `since`.
     pub(crate) fn insert(&self, digest: String, row: TokenRow, read_at: u64, since: u64) {
         let user = row.user_id.to_string();
-        self.entries.insert(digest.clone(), Entry { row, read_at, user });
+        self.entries
+            .insert(digest.clone(), Entry { row, read_at, user });
         // An invalidation between the read and now may predate the insert:
         // undo it. (Invalidations bump the generation first.)
         if self.generation() != since {
