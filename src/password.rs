@@ -115,12 +115,46 @@ impl Drop for InLine<'_> {
     }
 }
 
-/// One argon2 thread: lowest priority, one work area, jobs until the
-/// [`Hasher`] is dropped.
+/// The argon2 threads: one set of `permits` threads per process for each
+/// `permits` value, shared by every [`Hasher`] (one per Rocket instance),
+/// each of which still admits at most `permits` jobs of its own. They live
+/// as long as the process, so an app or a test suite that builds and drops
+/// many Rocket instances does not start fresh threads each time (each new
+/// thread got a fresh malloc arena, which kept its freed work area: several
+/// MB per instance).
+fn workers(permits: usize) -> crossbeam_channel::Sender<Job> {
+    type Pools = Mutex<HashMap<usize, crossbeam_channel::Sender<Job>>>;
+    static POOLS: OnceLock<Pools> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Pools::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pools
+        .entry(permits)
+        .or_insert_with(|| spawn_workers(permits))
+        .clone()
+}
+
+fn spawn_workers(permits: usize) -> crossbeam_channel::Sender<Job> {
+    // A multi-consumer channel: each idle thread takes the next job.
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    for i in 0..permits {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("advanced-token-argon2-{i}"))
+            .spawn(move || worker(rx));
+        if let Err(e) = spawned {
+            log::error!("advanced_token: cannot start an argon2 thread: {e}");
+        }
+    }
+    tx
+}
+
+/// One argon2 thread: lowest priority, one work area, jobs for as long as
+/// the process runs.
 fn worker(jobs: crossbeam_channel::Receiver<Job>) {
     let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
     let mut area: Vec<Block> = Vec::new();
-    // Ends when the last sender (the `Hasher`) is dropped.
     for job in jobs {
         // A panicking job loses its reply (the caller gets an error), not
         // the thread.
@@ -177,21 +211,10 @@ impl Hasher {
         // Compute the dummy hash now, not on the first failed login.
         let _ = dummy_hash();
         let permits = permits.max(1);
-        // A multi-consumer channel: each idle thread takes the next job.
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        for i in 0..permits {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("advanced-token-argon2-{i}"))
-                .spawn(move || worker(rx));
-            if let Err(e) = spawned {
-                log::error!("advanced_token: cannot start an argon2 thread: {e}");
-            }
-        }
         Hasher {
             permits: Arc::new(Semaphore::new(permits)),
             lines: Arc::new(Lines::new(permits, MAX_WAITING_PER_KEY)),
-            jobs: tx,
+            jobs: workers(permits),
             operations: Arc::default(),
         }
     }
