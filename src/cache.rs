@@ -4,14 +4,14 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::backend::UserId;
 use crate::store::{LogEntry, TokenRow};
 
 /// A verified token, and when the database read that verified it began.
-#[derive(Clone)]
+/// Shared (`Arc`): a hit clones a pointer, not the entry.
 struct Entry {
     row: TokenRow,
     read_at: u64,
@@ -25,7 +25,7 @@ struct Entry {
 /// cannot be polled, a revocation elsewhere could be missed, so every
 /// request goes to the database instead.
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<String, Entry>,
+    entries: moka::sync::Cache<String, Arc<Entry>>,
     /// When each user's tokens were last revoked (cache clock, ms): entries
     /// read before then are not served.
     users_revoked: moka::sync::Cache<String, u64>,
@@ -107,7 +107,7 @@ impl TokenCache {
             self.entries.invalidate(digest);
             return None;
         }
-        Some(entry.row)
+        Some(entry.row.clone())
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -119,7 +119,7 @@ impl TokenCache {
     pub(crate) fn insert(&self, digest: String, row: TokenRow, read_at: u64, since: u64) {
         let user = row.user_id.to_string();
         self.entries
-            .insert(digest.clone(), Entry { row, read_at, user });
+            .insert(digest.clone(), Arc::new(Entry { row, read_at, user }));
         // An invalidation between the read and now may predate the insert:
         // undo it. (Invalidations bump the generation first.)
         if self.generation() != since {
