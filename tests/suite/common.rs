@@ -314,6 +314,59 @@ impl TestDb {
         }
     }
 
+    /// A connection of its own that opens a write transaction, runs `sql`
+    /// in it and keeps it open, its locks held, until [`Held::commit`]:
+    /// another writer, caught between its write and its commit.
+    pub async fn hold_tx(&self, sql: &str) -> Held {
+        use sqlx::Executor;
+        match self.backend {
+            Backend::Postgres => self.hold(sql).await,
+            Backend::Sqlite => {
+                let mut held = self.hold("BEGIN IMMEDIATE").await;
+                if let Held::Sqlite(c) = &mut held {
+                    c.execute(sql).await.unwrap();
+                }
+                held
+            }
+            Backend::MySql => {
+                let mut held = self.hold("BEGIN").await;
+                if let Held::MySql(c) = &mut held {
+                    c.execute(sql).await.unwrap();
+                }
+                held
+            }
+        }
+    }
+
+    /// Whether a session of `client`'s app is waiting for a lock that
+    /// another holds. PostgreSQL and MySQL/MariaDB say so; SQLite does not,
+    /// so there it is a pool connection in use on two polls 100 ms apart
+    /// (a read takes microseconds, a write waiting on the lock as long as
+    /// the lock is held).
+    pub async fn app_waits_on_a_lock(&self, client: &Client) -> bool {
+        let sql = match self.backend {
+            Backend::Postgres => {
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            }
+            Backend::MySql => {
+                "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+            }
+            Backend::Sqlite => {
+                let rocket_advanced_token::DbPool::Sqlite(pool) = at(client).pool() else {
+                    unreachable!("a SQLite test database")
+                };
+                let busy = || pool.size() > pool.num_idle() as u32;
+                if !busy() {
+                    return false;
+                }
+                rocket::tokio::time::sleep(Duration::from_millis(100)).await;
+                return busy();
+            }
+        };
+        self.query_strings(sql).await[0][0].as_deref() != Some("0")
+    }
+
     /// How many rows a table has.
     pub async fn count(&self, table: &str) -> i64 {
         let rows = self
@@ -471,6 +524,19 @@ pub enum Held {
     Sqlite(sqlx::SqliteConnection),
     Postgres(sqlx::PgConnection),
     MySql(sqlx::MySqlConnection),
+}
+
+impl Held {
+    /// Commits what [`TestDb::hold_tx`] wrote, and lets its locks go.
+    pub async fn commit(self) {
+        use sqlx::Executor;
+        match self {
+            Held::Sqlite(mut c) => c.execute("COMMIT").await.map(drop),
+            Held::Postgres(mut c) => c.execute("COMMIT").await.map(drop),
+            Held::MySql(mut c) => c.execute("COMMIT").await.map(drop),
+        }
+        .expect("the held transaction commits");
+    }
 }
 
 /// Rocket's defaults alone: not the repository's Rocket.toml, not ROCKET_*.

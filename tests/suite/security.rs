@@ -42,6 +42,7 @@ macro_rules! all_security_tests {
             rotations_are_rate_limited_per_user,
             an_attempt_that_cannot_be_recorded_runs_no_argon2,
             successful_logins_are_capped_per_account,
+            a_use_racing_a_rotation_leaves_the_new_token_alone,
         );
     };
 }
@@ -597,4 +598,69 @@ pub async fn successful_logins_are_capped_per_account(db: TestDb) {
     // An administrator's reset lifts it.
     at(&client).reset_throttle("alice").await.unwrap();
     login(&client, "alice", PW).await;
+}
+
+/// Issue 12 (suspected from reading, confirmed): recording a token's use
+/// names the row by id *and* digest. A use that read the row just before a
+/// rotation committed used to write the old token's expiry over the new
+/// token's (`WHERE id = ?` alone); now it writes nothing. Another connection
+/// plays the rotation (a new digest and expiry on the same row), holding
+/// its transaction open until the use is waiting on the row.
+pub async fn a_use_racing_a_rotation_leaves_the_new_token_alone(db: TestDb) {
+    use sha2::Digest;
+    let hex = |t: &str| format!("{:x}", sha2::Sha256::digest(t.as_bytes()));
+    let clock = FakeClock::new();
+    let settings = json!({"token_ttl": 600, "token_ttl_sliding": true, "token_cache": false});
+    let figment = db
+        .figment(settings)
+        .merge(("databases.advanced_token.connect_timeout", 30));
+    let client = rocket::local::asynchronous::Client::tracked(app(figment, Some(&clock)))
+        .await
+        .unwrap();
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    // A use is due to be recorded, sliding the expiry.
+    clock.advance(120);
+    let (old, new) = (hex(&token), hex("the rotated token"));
+    let rotation = db
+        .hold_tx(&format!(
+            "UPDATE advanced_token_tokens SET digest = '{new}', expires_at = 42 \
+             WHERE digest = '{old}'"
+        ))
+        .await;
+    // The use runs until it waits on the row (or ends: then the test
+    // fails, saying how); then the rotation commits.
+    let use_ = check(&client, &token);
+    rocket::tokio::pin!(use_);
+    let started = std::time::Instant::now();
+    loop {
+        rocket::tokio::select! {
+            status = &mut use_ => panic!("the use ended ({status}) without waiting on the row"),
+            _ = rocket::tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+        if db.app_waits_on_a_lock(&client).await {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(25),
+            "the use never waited on the row"
+        );
+    }
+    rotation.commit().await;
+    let status = use_.await;
+    assert_eq!(
+        status,
+        Status::Ok,
+        "the use read the row before the rotation"
+    );
+    let rows = db
+        .query_strings(&format!(
+            "SELECT expires_at FROM advanced_token_tokens WHERE digest = '{new}'"
+        ))
+        .await;
+    assert_eq!(
+        rows,
+        vec![vec![Some("42".to_owned())]],
+        "the use wrote over the rotated token's expiry"
+    );
 }
