@@ -25,10 +25,15 @@ struct Entry {
 /// cannot be polled, a revocation elsewhere could be missed, so every
 /// request goes to the database instead.
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<String, Arc<Entry>>,
+    entries: quick_cache::sync::Cache<String, Arc<Entry>>,
+    /// How long an entry is served after its read (cache clock, ms).
+    ttl_ms: u64,
     /// When each user's tokens were last revoked (cache clock, ms): entries
     /// read before then are not served.
     users_revoked: moka::sync::Cache<String, u64>,
+    /// The latest time in `users_revoked`: an entry read after it needs no
+    /// lookup there.
+    last_user_revoked: AtomicU64,
     /// Moves on every token-level invalidation; a lookup that started under
     /// an older generation does not leave its (possibly stale) row behind.
     generation: AtomicU64,
@@ -52,15 +57,14 @@ impl TokenCache {
     /// keep it fresh.
     pub(crate) fn new(capacity: u64, poll: Duration, ttl: Duration) -> Self {
         TokenCache {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
+            entries: quick_cache::sync::Cache::new(capacity.max(1) as usize),
+            ttl_ms: ttl.as_millis() as u64,
             // An entry older than `ttl` has expired anyway.
             users_revoked: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl + poll)
                 .build(),
+            last_user_revoked: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             epoch: Instant::now(),
             fresh_until_ms: AtomicU64::new(0),
@@ -102,9 +106,17 @@ impl TokenCache {
             return None;
         }
         let entry = self.entries.get(digest)?;
-        let revoked = self.users_revoked.get(entry.user.as_str());
-        if revoked.is_some_and(|at| at >= entry.read_at) {
-            self.entries.invalidate(digest);
+        if self.now_ms() > entry.read_at + self.ttl_ms {
+            self.entries.remove(digest);
+            return None;
+        }
+        if self.last_user_revoked.load(Ordering::SeqCst) >= entry.read_at
+            && self
+                .users_revoked
+                .get(entry.user.as_str())
+                .is_some_and(|at| at >= entry.read_at)
+        {
+            self.entries.remove(digest);
             return None;
         }
         Some(entry.row.clone())
@@ -123,25 +135,27 @@ impl TokenCache {
         // An invalidation between the read and now may predate the insert:
         // undo it. (Invalidations bump the generation first.)
         if self.generation() != since {
-            self.entries.invalidate(&digest);
+            self.entries.remove(&digest);
         }
     }
 
     /// Drops one token.
     pub(crate) fn invalidate(&self, digest: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate(digest);
+        self.entries.remove(digest);
     }
 
     /// Drops every token of one user read before now.
     pub(crate) fn revoke_user(&self, user: &UserId) {
-        self.users_revoked.insert(user.to_string(), self.now_ms());
+        let now = self.now_ms();
+        self.users_revoked.insert(user.to_string(), now);
+        self.last_user_revoked.fetch_max(now, Ordering::SeqCst);
     }
 
     /// Drops everything.
     pub(crate) fn invalidate_all(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
     /// Applies the revocation log entries of a read sent at `read_at`
@@ -254,6 +268,19 @@ mod tests {
         // Everything.
         c.apply_log(&[(3, None, None)], c.now_ms(), Duration::from_secs(10));
         assert!(c.get("a2").is_none() && c.get("b2").is_none());
+    }
+
+    #[test]
+    fn entries_are_not_served_past_their_ttl() {
+        let c = TokenCache::new(10, Duration::from_secs(3600), Duration::from_millis(5));
+        let read_at = c.now_ms();
+        c.insert("d".into(), row(1), read_at, c.generation());
+        c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
+        // No sleep: wait for the cache's own clock to pass the TTL.
+        while c.now_ms() <= read_at + 5 {
+            std::hint::spin_loop();
+        }
+        assert!(c.get("d").is_none(), "served past its TTL");
     }
 
     #[test]
