@@ -31,6 +31,12 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 PG = os.environ.get("ADVANCED_TOKEN_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432/test")
 PASSWORD = "bench password"
+# BENCH_PIN=1: servers on CPU 0 and wrk on CPU 1 (taskset), so the two do
+# not trade cores between runs; what is measured is then the server's own
+# cost per request, steadier on a noisy machine.
+PIN = os.environ.get("BENCH_PIN") == "1"
+SERVER_CPU = ["taskset", "-c", "0"] if PIN else []
+WRK_CPU = ["taskset", "-c", "1"] if PIN else []
 
 TMP = tempfile.mkdtemp(prefix="advtok-bench-")
 PROCS = []
@@ -89,7 +95,7 @@ def cli(db_url, *args):
 class Server:
     def __init__(self, db_url, settings, binary=SERVER):
         self.port = free_port()
-        self.proc = subprocess.Popen([binary], env=env_for(db_url, settings, self.port), cwd=TMP,
+        self.proc = subprocess.Popen(SERVER_CPU + [binary], env=env_for(db_url, settings, self.port), cwd=TMP,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         PROCS.append(self.proc)
         deadline = time.time() + 30
@@ -111,6 +117,12 @@ class Server:
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req) as res:
             return json.load(res)["token"]
+
+    def cpu_seconds(self):
+        """User + system CPU time the server has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mib(self):
         return self.status_kib("VmHWM") / 1024
@@ -136,7 +148,7 @@ class Server:
 
 def wrk(url, token=None, conns=32, threads=2, seconds=None, post_json=None, background=False,
         tokens_file=None, order=None):
-    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{int(seconds or SECONDS)}s", "--latency", "-s", LUA]
+    cmd = WRK_CPU + ["wrk", f"-t{threads}", f"-c{conns}", f"-d{int(seconds or SECONDS)}s", "--latency", "-s", LUA]
     env = dict(os.environ)
     if token:
         cmd += ["-H", f"Authorization: Token {token}"]
@@ -332,12 +344,18 @@ def scale(kind):
         f"{rb / rs:.2f}", "", "")
 
 
-def side_by_side(a, b, runs=None, **kw):
-    """Alternates wrk runs on two (url, token) targets; returns both lists."""
+def side_by_side(a, b, runs=None, servers=None, **kw):
+    """Alternates wrk runs on two (url, token) targets; returns both lists.
+    With `servers` (the two Server objects), each result also says the
+    server's CPU time per request, in µs ("cpu_us")."""
     ra, rb = [], []
     for _ in range(runs or RUNS):
-        ra.append(wrk(*a, **kw))
-        rb.append(wrk(*b, **kw))
+        for target, out, server in ((a, ra, servers and servers[0]), (b, rb, servers and servers[1])):
+            before = server.cpu_seconds() if server else 0
+            res = wrk(*target, **kw)
+            if server:
+                res["cpu_us"] = (server.cpu_seconds() - before) * 1e6 / max(res["requests"], 1)
+            out.append(res)
     return ra, rb
 
 
@@ -350,7 +368,7 @@ def guarded_vs_bare(kind, db_url):
     g_url, b_url = server.url("/api/hello/"), bare.url("/api/hello/")
     wrk(g_url, token, seconds=1)
     wrk(b_url, token, seconds=1)
-    guarded, plain = side_by_side((g_url, token), (b_url, token))
+    guarded, plain = side_by_side((g_url, token), (b_url, token), servers=(server, bare))
     check_ok(guarded + plain, "guarded vs bare")
     rss, bare_rss = server.peak_rss_mib(), bare.peak_rss_mib()
     server.stop()
@@ -358,6 +376,9 @@ def guarded_vs_bare(kind, db_url):
     g, b = median(guarded, "rps"), median(plain, "rps")
     label = f"demo's guarded GET / bare Rocket app, {kind}, cache on"
     row(f"{label}: requests/s", f"{g:,.0f}", f"{b:,.0f}", f"{g / b:.2f}", "≥ 0.93", f"{rss:.0f} / {bare_rss:.0f}")
+    gc, bc = median(guarded, "cpu_us"), median(plain, "cpu_us")
+    row(f"{label}: server CPU µs per request (ratio bare / guarded)", f"{gc:.1f}", f"{bc:.1f}", f"{bc / gc:.2f}",
+        "≥ 0.93", "")
     row(f"{label}: p50 / p99 ms",
         f"{median(guarded, 'p50'):.2f} / {median(guarded, 'p99'):.2f}",
         f"{median(plain, 'p50'):.2f} / {median(plain, 'p99'):.2f}", "", "", "")
@@ -472,16 +493,30 @@ def cache_at_size(kind, count):
     warm = wrk(g_url, seconds=int(n_warm / 10_000) + 2, tokens_file=path, order="seq")
     after = server.rss_kib()
     wrk(b_url, seconds=1, tokens_file=path)
-    guarded, plain = side_by_side((g_url,), (b_url,), tokens_file=path)
-    check_ok([warm] + guarded + plain, f"cache at size {count}")
+    # Beyond the capacity most requests miss: the same guarded app with the
+    # cache off, alternated with the other two, says what the misses cost.
+    off = Server(db_url, {"login_throttle": False, "token_cache": False}) if count > 100_000 else None
+    guarded, plain, uncached = [], [], []
+    for _ in range(RUNS):
+        guarded.append(wrk(g_url, tokens_file=path))
+        plain.append(wrk(b_url, tokens_file=path))
+        if off:
+            uncached.append(wrk(off.url("/api/hello/"), tokens_file=path))
+    check_ok([warm] + guarded + plain + uncached, f"cache at size {count}")
     rss = server.peak_rss_mib()
     server.stop()
     bare.stop()
+    if off:
+        off.stop()
     if kind == "postgres":
         pg_drop(name)
     g, b = median(guarded, "rps"), median(plain, "rps")
     row(f"guarded GET / bare app, {count:,} live tokens at random, {kind}, cache on (capacity 100,000)",
         f"{g:,.0f}", f"{b:,.0f}", f"{g / b:.2f}", "≥ 0.85" if count <= 100_000 else "", f"{rss:.0f}")
+    if uncached:
+        u = median(uncached, "rps")
+        row(f"  the same, cache off / bare app ({count:,} tokens, {kind})", f"{u:,.0f}", f"{b:,.0f}", f"{u / b:.2f}",
+            "", "")
     if warm["requests"] >= n_warm and count >= 100_000:
         row(f"  RSS growth over a pass through {n_warm:,} tokens ({kind}), bytes per cached token",
             f"{(after - before) * 1024 / n_warm:,.0f}", "", "", "", "")
