@@ -6,7 +6,7 @@
 
 use sqlx::mysql::MySqlArguments;
 use sqlx::query::Query;
-use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row};
+use sqlx::{Executor, MySql, MySqlConnection, MySqlPool, Row, Transaction};
 
 use super::migrate::{self, Migration, Migrator};
 use super::{
@@ -26,6 +26,22 @@ pub(crate) struct MySqlStore {
 }
 
 type Q<'q> = Query<'q, MySql, MySqlArguments>;
+
+/// `pool.begin()`, run to its end even if the caller is dropped (the 503
+/// deadline, a client gone). sqlx 0.7.4's MySQL driver counts a
+/// transaction only once `BEGIN` has answered: cut short in between, it
+/// returns the connection to the pool inside a transaction nobody ends,
+/// where later reads see a frozen snapshot and writes never commit. (On a
+/// Galera node `BEGIN` waits for the cluster, so this happens under load.)
+/// Its PostgreSQL and SQLite drivers roll such a transaction back
+/// themselves. Run as a task, an abandoned `BEGIN` completes and the
+/// transaction it returns is dropped, which rolls it back.
+async fn begin(pool: &MySqlPool) -> Result<Transaction<'static, MySql>, sqlx::Error> {
+    let pool = pool.clone();
+    rocket::tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+}
 
 /// Records a revocation in the log, inside `conn`'s transaction: other
 /// instances drop just what it names from their caches.
@@ -205,7 +221,7 @@ impl MySqlStore {
     }
 
     async fn try_insert_token(&self, t: &NewToken<'_>) -> Result<Option<u64>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         if !self.app_users && !Self::lock_user(&mut tx, t).await? {
             return Ok(None);
         }
@@ -228,7 +244,7 @@ impl MySqlStore {
     /// Runs one revoking statement and logs the revocation, in a transaction.
     async fn revoking(&self, sql: &'static str, user: Option<&UserId>) -> Result<u64, sqlx::Error> {
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let query = match user {
                 Some(id) => self.bind_user(sqlx::query(sql), id),
                 None => sqlx::query(sql),
@@ -309,7 +325,7 @@ impl Store for MySqlStore {
 
     async fn set_password(&self, user_id: i64, hash: &str) -> Result<Option<u64>, sqlx::Error> {
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let found =
                 sqlx::query("UPDATE advanced_token_users SET password_hash = ? WHERE id = ?")
                     .bind(hash)
@@ -342,7 +358,7 @@ impl Store for MySqlStore {
             return Ok(false);
         };
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let query = sqlx::query(sql).bind(on);
             let found = self
                 .bind_user(query, user_id)
@@ -459,7 +475,7 @@ impl Store for MySqlStore {
         expires_at: Option<i64>,
     ) -> Result<bool, sqlx::Error> {
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let n = sqlx::query(
                 "UPDATE advanced_token_tokens SET digest = ?, last_used_at = ?, expires_at = ? \
                  WHERE id = ? AND digest = ?",
@@ -499,7 +515,7 @@ impl Store for MySqlStore {
             None => "SELECT CAST(user_id AS CHAR), digest FROM advanced_token_tokens WHERE id = ? FOR UPDATE",
         };
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let mut query = sqlx::query(find).bind(token_id);
             if let Some(id) = owner {
                 query = self.bind_user(query, id);
@@ -624,7 +640,7 @@ impl Store for MySqlStore {
         now: i64,
     ) -> Result<Attempt, sqlx::Error> {
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             let user_row = failure_row(&mut tx, "user", user, now).await?;
             let ip_row = match ip {
                 Some(ip) => Some(failure_row(&mut tx, "ip", ip, now).await?),
@@ -643,7 +659,7 @@ impl Store for MySqlStore {
         now: i64,
     ) -> Result<(), sqlx::Error> {
         retry(|| async {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = begin(&self.pool).await?;
             // The user's failures up to and including this attempt's own
             // row; attempts still under way keep theirs.
             sqlx::query(
@@ -805,7 +821,7 @@ impl MySqlStore {
         batch: &[ImportUser],
         mode: ImportMode,
     ) -> Result<Vec<UserOutcome>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin(&self.pool).await?;
         let mut out = Vec::with_capacity(batch.len());
         for u in batch {
             let (outcome, revoked) = import_one(&mut tx, u, mode).await?;

@@ -22,6 +22,7 @@ struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
     frozen: Arc<AtomicBool>,
+    trap: Arc<Trap>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     _accept: JoinHandle<()>,
 }
@@ -32,8 +33,10 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let frozen = Arc::new(AtomicBool::new(false));
+        let trap = Arc::new(Trap::default());
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (up2, conns2, frozen2) = (up.clone(), conns.clone(), frozen.clone());
+        let (up2, conns2, frozen2, trap2) =
+            (up.clone(), conns.clone(), frozen.clone(), trap.clone());
         let accept = rocket::tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
@@ -41,12 +44,15 @@ impl Proxy {
                     continue;
                 }
                 let target = target.clone();
-                let frozen = frozen2.clone();
+                let (frozen, trap) = (frozen2.clone(), trap2.clone());
                 let handle = rocket::tokio::spawn(async move {
                     if let Ok(outbound) = TcpStream::connect(&target).await {
                         let (ri, wi) = inbound.into_split();
                         let (ro, wo) = outbound.into_split();
-                        rocket::tokio::join!(pump(ri, wo, frozen.clone()), pump(ro, wi, frozen));
+                        rocket::tokio::join!(
+                            pump(ri, wo, frozen.clone(), trap.clone(), true),
+                            pump(ro, wi, frozen, trap, false)
+                        );
                     }
                 });
                 conns2.lock().unwrap().push(handle);
@@ -56,6 +62,7 @@ impl Proxy {
             port,
             up,
             frozen,
+            trap,
             conns,
             _accept: accept,
         }
@@ -71,6 +78,18 @@ impl Proxy {
         self.frozen.store(false, Ordering::SeqCst);
     }
 
+    /// From the moment a client sends bytes containing `pattern` (once),
+    /// the server's replies are held until [`Proxy::release`]: the server
+    /// has run the statement, the client has not heard back.
+    fn hold_replies_after(&self, pattern: &'static [u8]) {
+        *self.trap.pattern.lock().unwrap() = Some(pattern);
+    }
+
+    fn release(&self) {
+        *self.trap.pattern.lock().unwrap() = None;
+        self.trap.sprung.store(false, Ordering::SeqCst);
+    }
+
     fn cut(&self) {
         self.up.store(false, Ordering::SeqCst);
         for c in self.conns.lock().unwrap().drain(..) {
@@ -83,15 +102,45 @@ impl Proxy {
     }
 }
 
-/// Copies bytes one way, holding them while the proxy is frozen.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
+/// See [`Proxy::hold_replies_after`].
+#[derive(Default)]
+struct Trap {
+    pattern: Mutex<Option<&'static [u8]>>,
+    sprung: AtomicBool,
+}
+
+impl Trap {
+    /// Springs if `sent` (client to server) contains the pattern.
+    fn check(&self, sent: &[u8]) {
+        let mut pattern = self.pattern.lock().unwrap();
+        if let Some(p) = *pattern {
+            if sent.windows(p.len()).any(|w| w == p) {
+                self.sprung.store(true, Ordering::SeqCst);
+                *pattern = None;
+            }
+        }
+    }
+}
+
+/// Copies bytes one way (`upstream`: client to server), holding them while
+/// the proxy is frozen, and the server's replies while the trap is sprung.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+    trap: Arc<Trap>,
+    upstream: bool,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        while frozen.load(Ordering::SeqCst) {
+        if upstream {
+            trap.check(&buf[..n]);
+        }
+        while frozen.load(Ordering::SeqCst) || (!upstream && trap.sprung.load(Ordering::SeqCst)) {
             rocket::tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
@@ -175,9 +224,10 @@ async fn no_database_needed(client: &Client) {
     assert_eq!(res.status(), Status::Unauthorized);
 }
 
-async fn outage(backend: Backend, cache: bool) {
-    let mut db = TestDb::new(backend).await;
-    let default_port = if backend == Backend::Postgres {
+/// Puts a new proxy in front of `db`'s server and points `db.url` at it;
+/// returns the proxy and the direct URL (put it back before `db` drops).
+async fn behind_proxy(db: &mut TestDb) -> (Proxy, String) {
+    let default_port = if db.backend == Backend::Postgres {
         5432
     } else {
         3306
@@ -189,6 +239,12 @@ async fn outage(backend: Backend, cache: bool) {
     let proxy = Proxy::start(target).await;
     let direct = db.url.clone();
     db.url = via_proxy(&direct, proxy.port).0;
+    (proxy, direct)
+}
+
+async fn outage(backend: Backend, cache: bool) {
+    let mut db = TestDb::new(backend).await;
+    let (proxy, direct) = behind_proxy(&mut db).await;
 
     let connect_timeout = 2;
     let poll = 0.5;
@@ -268,6 +324,64 @@ async fn outage(backend: Backend, cache: bool) {
         login(&client, "alice", "pw-long-enough").await;
     }
     db.url = direct;
+}
+
+/// A transaction whose `BEGIN` the 503 deadline cuts short leaves nothing
+/// open behind it. The server runs the `BEGIN`; its answer is held past the
+/// deadline. sqlx 0.7.4's MySQL driver counts a transaction only once
+/// `BEGIN` has answered, so it returned the connection to the pool inside
+/// a transaction nobody would end: later reads on it saw a frozen snapshot
+/// (a token issued since answered 401), and its writes were never
+/// committed. (On a Galera node `BEGIN` waits for the cluster, which is
+/// how a node-kill test lost a token.)
+async fn begin_cut_short(backend: Backend) {
+    let mut db = TestDb::new(backend).await;
+    if backend == Backend::Postgres {
+        // In clear, so that the proxy can see the `BEGIN`.
+        let sep = if db.url.contains('?') { '&' } else { '?' };
+        db.url = format!("{}{sep}sslmode=disable", db.url);
+    }
+    let (proxy, direct) = behind_proxy(&mut db).await;
+    let figment = db
+        .figment(json!({"token_cache": false}))
+        .merge(("databases.advanced_token.connect_timeout", 1))
+        // One connection: the one the cut-short `BEGIN` ran on.
+        .merge(("databases.advanced_token.max_connections", 1));
+    let client = Client::tracked(crate::common::app(figment, None))
+        .await
+        .unwrap();
+    let at_proxy = at(&client);
+    let id = at_proxy
+        .create_user("alice", "pw-long-enough")
+        .await
+        .unwrap();
+    let old = login(&client, "alice", "pw-long-enough").await;
+
+    proxy.hold_replies_after(b"BEGIN");
+    let cut = at_proxy.issue_token(id).await;
+    assert!(
+        matches!(cut, Err(rocket_advanced_token::Error::Unavailable(_))),
+        "{cut:?}"
+    );
+    proxy.release();
+    // The connection is back in the pool: this read is its first since.
+    assert_eq!(check(&client, &old).await, Status::Ok);
+    // Another instance, straight to the server, issues a token.
+    db.url = direct;
+    let other = Client::tracked(crate::common::app(db.figment(json!({})), None))
+        .await
+        .unwrap();
+    let new = login(&other, "alice", "pw-long-enough").await;
+    for round in 0..3 {
+        assert_eq!(
+            check(&client, &new).await,
+            Status::Ok,
+            "round {round}: a token issued after the cut-short BEGIN"
+        );
+    }
+    // And what this instance writes, the other sees.
+    let issued = at_proxy.issue_token(id).await.unwrap();
+    assert_eq!(check(&other, &issued).await, Status::Ok);
 }
 
 /// SQLite: another process holds the write lock (`BEGIN EXCLUSIVE`, as a
@@ -368,5 +482,19 @@ backend_test!(
     Sqlite,
     fn outage_sqlite_write_lock_cached() {
         sqlite_locked(true).await;
+    }
+);
+
+backend_test!(
+    Postgres,
+    fn begin_cut_short_postgres() {
+        begin_cut_short(Backend::Postgres).await;
+    }
+);
+
+backend_test!(
+    MySql,
+    fn begin_cut_short_mysql() {
+        begin_cut_short(Backend::MySql).await;
     }
 );

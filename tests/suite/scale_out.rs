@@ -704,7 +704,11 @@ mod galera {
                         Ok(t) => {
                             let (s, b) = hello(ports[1 - w], &t).await;
                             if s != 200 {
-                                failed.push(format!("check on node {}: {s} {b}", 2 - w));
+                                failed.push(format!(
+                                    "check on node {} of token {}…: {s} {b}",
+                                    2 - w,
+                                    &t[..8]
+                                ));
                             }
                             issued.push(t);
                         }
@@ -743,11 +747,11 @@ mod galera {
         .await;
         // No token lost: every issued token works on every node, including
         // the one that rejoined.
-        let mut lost = 0;
+        let mut lost = Vec::new();
         for t in &issued {
-            for &p in &ports {
+            for (node, &p) in ports.iter().enumerate() {
                 if hello(p, t).await.0 != 200 {
-                    lost += 1;
+                    lost.push(format!("token {}… on node {}", &t[..8], node + 1));
                 }
             }
         }
@@ -757,9 +761,10 @@ mod galera {
             issued.len(),
             failed.len()
         );
-        assert_eq!(
-            lost, 0,
-            "{lost} (token, node) checks failed after the rejoin"
+        assert!(
+            lost.is_empty(),
+            "{} (token, node) checks failed after the rejoin: {lost:?}",
+            lost.len()
         );
         // The nodes 1 and 2 instances kept answering: at most the stall of
         // failure detection, never an error page other than 503.
