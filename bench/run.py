@@ -461,13 +461,15 @@ def seed_known_tokens(kind, target, tokens):
         subprocess.run(["psql", target, "-qc", "ANALYZE advanced_token_tokens"], check=True, capture_output=True)
 
 
-def cache_at_size(kind, count):
-    """Issue 12, the cache at size: `count` different live tokens requested
-    uniformly at random, guarded vs the bare app, alternated."""
+def seeded_db(kind, label, count):
+    """A database with user `bench` and `count` known live tokens (see
+    `token_file`), each marked used an hour from now: (URL, PostgreSQL
+    database name or None, tokens file, tokens)."""
+    name = None
     if kind == "sqlite":
-        db_url, target = sqlite_db(f"size{count}")
+        db_url, target = sqlite_db(label)
     else:
-        db_url, name = pg_db(f"size{count}")
+        db_url, name = pg_db(label)
         target = db_url
     cli(db_url, "create-user", "bench", "--password", PASSWORD)
     log(f"seeding {count:,} known tokens into {kind}")
@@ -484,6 +486,13 @@ def cache_at_size(kind, count):
         con.close()
     else:
         subprocess.run(["psql", target, "-qc", now_sql], check=True, capture_output=True)
+    return db_url, name, path, tokens
+
+
+def cache_at_size(kind, count):
+    """Issue 12, the cache at size: `count` different live tokens requested
+    uniformly at random, guarded vs the bare app, alternated."""
+    db_url, name, path, tokens = seeded_db(kind, f"size{count}", count)
     server = Server(db_url, {"login_throttle": False})
     bare = Server(db_url, {}, binary=BARE)
     g_url, b_url = server.url("/api/hello/"), bare.url("/api/hello/")
