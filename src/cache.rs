@@ -4,20 +4,52 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::backend::UserId;
 use crate::store::{LogEntry, TokenRow};
 
+/// What entries are keyed by: a digest's 64 hex digits, held in the
+/// cache's own slot. With 100,000 tokens in use at random every hit is a
+/// cold read; a key and an entry held inline are one read, where a
+/// `String` key and a shared entry were two more (BENCHMARKS.md).
+type Key = [u8; 64];
+
+/// The key of a digest: `None` (never cached) for anything but the length
+/// of a SHA-256 in hex.
+fn key(digest: &str) -> Option<Key> {
+    digest.as_bytes().try_into().ok()
+}
+
 /// A verified token, and when the database read that verified it began.
-/// Shared (`Arc`): a hit clones a pointer, not the entry.
+#[derive(Clone)]
 struct Entry {
+    /// The row, its `username` moved to `username`.
     row: TokenRow,
+    /// Held inline up to 24 bytes, so that a hit reads no other memory.
+    username: smallvec::SmallVec<[u8; 24]>,
     read_at: u64,
-    /// The user id's text, the key of `users_revoked` (made once, at
-    /// insert, so a hit allocates nothing for the check).
-    user: String,
+}
+
+impl Entry {
+    fn new(mut row: TokenRow, read_at: u64) -> Self {
+        let username = std::mem::take(&mut row.username).into_bytes().into();
+        Entry {
+            row,
+            username,
+            read_at,
+        }
+    }
+
+    fn into_row(self) -> TokenRow {
+        // The bytes of a `String`: always UTF-8, so nothing is replaced.
+        let username = String::from_utf8_lossy(&self.username).into_owned();
+        TokenRow {
+            username,
+            ..self.row
+        }
+    }
 }
 
 /// Verified tokens by digest. An entry is served only while the revocation
@@ -25,11 +57,13 @@ struct Entry {
 /// cannot be polled, a revocation elsewhere could be missed, so every
 /// request goes to the database instead.
 pub(crate) struct TokenCache {
-    entries: quick_cache::sync::Cache<String, Arc<Entry>>,
+    entries: quick_cache::sync::Cache<Key, Entry>,
     /// How long an entry is served after its read (cache clock, ms).
     ttl_ms: u64,
     /// When each user's tokens were last revoked (cache clock, ms): entries
     /// read before then are not served.
+    /// Keyed by the id's text, as the revocation log stores it (so an
+    /// app's `UserId::Text("42")` and the log's `42` are one user).
     users_revoked: moka::sync::Cache<String, u64>,
     /// The latest time in `users_revoked`: an entry read after it needs no
     /// lookup there.
@@ -105,21 +139,22 @@ impl TokenCache {
         if !self.usable() {
             return None;
         }
-        let entry = self.entries.get(digest)?;
-        if self.now_ms() > entry.read_at + self.ttl_ms {
-            self.entries.remove(digest);
+        let key = key(digest)?;
+        let entry = self.entries.get(&key)?;
+        if self.now_ms() > entry.read_at + self.ttl_ms || self.user_revoked_since(&entry) {
+            self.entries.remove(&key);
             return None;
         }
-        if self.last_user_revoked.load(Ordering::SeqCst) >= entry.read_at
+        Some(entry.into_row())
+    }
+
+    /// Whether the entry's user had their tokens revoked after its read.
+    fn user_revoked_since(&self, entry: &Entry) -> bool {
+        self.last_user_revoked.load(Ordering::SeqCst) >= entry.read_at
             && self
                 .users_revoked
-                .get(entry.user.as_str())
+                .get(&entry.row.user_id.to_string())
                 .is_some_and(|at| at >= entry.read_at)
-        {
-            self.entries.remove(digest);
-            return None;
-        }
-        Some(entry.row.clone())
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -128,21 +163,24 @@ impl TokenCache {
 
     /// Caches a row whose database read began at `read_at` under
     /// generation `since`.
-    pub(crate) fn insert(&self, digest: String, row: TokenRow, read_at: u64, since: u64) {
-        let user = row.user_id.to_string();
-        self.entries
-            .insert(digest.clone(), Arc::new(Entry { row, read_at, user }));
+    pub(crate) fn insert(&self, digest: &str, row: TokenRow, read_at: u64, since: u64) {
+        let Some(key) = key(digest) else {
+            return;
+        };
+        self.entries.insert(key, Entry::new(row, read_at));
         // An invalidation between the read and now may predate the insert:
         // undo it. (Invalidations bump the generation first.)
         if self.generation() != since {
-            self.entries.remove(&digest);
+            self.entries.remove(&key);
         }
     }
 
     /// Drops one token.
     pub(crate) fn invalidate(&self, digest: &str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.remove(digest);
+        if let Some(key) = key(digest) {
+            self.entries.remove(&key);
+        }
     }
 
     /// Drops every token of one user read before now.
@@ -204,6 +242,11 @@ mod tests {
         }
     }
 
+    /// A digest as the guard computes it.
+    fn dg(name: &str) -> String {
+        crate::token::digest(name)
+    }
+
     fn cache() -> TokenCache {
         TokenCache::new(10, Duration::from_secs(3600), Duration::from_secs(3600))
     }
@@ -212,15 +255,15 @@ mod tests {
     fn serves_only_after_a_poll_and_not_across_invalidations() {
         let c = cache();
         let g = c.generation();
-        c.insert("d".into(), row(1), c.now_ms(), g);
-        assert!(c.get("d").is_none(), "never polled: not usable");
+        c.insert(&dg("d"), row(1), c.now_ms(), g);
+        assert!(c.get(&dg("d")).is_none(), "never polled: not usable");
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
-        assert!(c.get("d").is_some());
+        assert!(c.get(&dg("d")).is_some());
         // A row read before an invalidation is not kept.
         let g = c.generation();
         c.invalidate_all();
-        c.insert("e".into(), row(1), c.now_ms(), g);
-        assert!(c.get("e").is_none());
+        c.insert(&dg("e"), row(1), c.now_ms(), g);
+        assert!(c.get(&dg("e")).is_none());
     }
 
     #[test]
@@ -228,7 +271,7 @@ mod tests {
         // With the injectable read time, no sleeping: a poll read at 0
         // with a 50 ms period is stale once the clock is past 50 ms.
         let c = TokenCache::new(10, Duration::from_millis(50), Duration::from_secs(60));
-        c.insert("d".into(), row(1), 0, c.generation());
+        c.insert(&dg("d"), row(1), 0, c.generation());
         c.apply_log(&[], 0, Duration::from_secs(10));
         let until = c.fresh_until_ms.load(Ordering::SeqCst);
         assert_eq!(until, 50, "fresh for one period from the read");
@@ -240,58 +283,86 @@ mod tests {
         let g = c.generation();
         let t0 = c.now_ms();
         for (d, u) in [("a1", 1), ("a2", 1), ("b1", 2)] {
-            c.insert(d.into(), row(u), t0, g);
+            c.insert(&dg(d), row(u), t0, g);
         }
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         // One token of user 1 rotated away: only it goes.
         c.apply_log(
-            &[(1, Some("1".into()), Some("a1".into()))],
+            &[(1, Some("1".into()), Some(dg("a1")))],
             c.now_ms(),
             Duration::from_secs(10),
         );
-        assert!(c.get("a1").is_none());
-        assert!(c.get("a2").is_some() && c.get("b1").is_some());
+        assert!(c.get(&dg("a1")).is_none());
+        assert!(c.get(&dg("a2")).is_some() && c.get(&dg("b1")).is_some());
         // User 2 logged out: only user 2's tokens go; the entry is applied
         // once however often the window returns it.
         let entries = [(2, Some("2".into()), None)];
         c.apply_log(&entries, c.now_ms(), Duration::from_secs(10));
-        assert!(c.get("b1").is_none());
-        assert!(c.get("a2").is_some());
+        assert!(c.get(&dg("b1")).is_none());
+        assert!(c.get(&dg("a2")).is_some());
         // A row of user 2 read after the revocation is served again.
         std::thread::sleep(Duration::from_millis(2));
-        c.insert("b2".into(), row(2), c.now_ms(), c.generation());
+        c.insert(&dg("b2"), row(2), c.now_ms(), c.generation());
         c.apply_log(&entries, c.now_ms(), Duration::from_secs(10));
         assert!(
-            c.get("b2").is_some(),
+            c.get(&dg("b2")).is_some(),
             "an applied entry is not applied again"
         );
         // Everything.
         c.apply_log(&[(3, None, None)], c.now_ms(), Duration::from_secs(10));
-        assert!(c.get("a2").is_none() && c.get("b2").is_none());
+        assert!(c.get(&dg("a2")).is_none() && c.get(&dg("b2")).is_none());
     }
 
     #[test]
     fn entries_are_not_served_past_their_ttl() {
         let c = TokenCache::new(10, Duration::from_secs(3600), Duration::from_millis(5));
         let read_at = c.now_ms();
-        c.insert("d".into(), row(1), read_at, c.generation());
+        c.insert(&dg("d"), row(1), read_at, c.generation());
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         // No sleep: wait for the cache's own clock to pass the TTL.
         while c.now_ms() <= read_at + 5 {
             std::hint::spin_loop();
         }
-        assert!(c.get("d").is_none(), "served past its TTL");
+        assert!(c.get(&dg("d")).is_none(), "served past its TTL");
+    }
+
+    #[test]
+    fn only_digest_sized_keys_are_cached() {
+        let c = cache();
+        c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
+        for odd in ["", "d", &"a".repeat(63), &"ab".repeat(33)] {
+            c.insert(odd, row(1), c.now_ms(), c.generation());
+            assert!(c.get(odd).is_none(), "{odd:?} was cached");
+            c.invalidate(odd);
+        }
+        // Each digest is its own entry.
+        c.insert(&dg("x"), row(1), c.now_ms(), c.generation());
+        c.insert(&dg("y"), row(2), c.now_ms(), c.generation());
+        assert_eq!(c.get(&dg("x")).map(|r| r.user_id), Some(UserId::Int(1)));
+        assert_eq!(c.get(&dg("y")).map(|r| r.user_id), Some(UserId::Int(2)));
+        c.invalidate(&dg("x"));
+        assert!(c.get(&dg("x")).is_none() && c.get(&dg("y")).is_some());
+    }
+
+    #[test]
+    fn a_user_revoked_by_the_text_of_its_id_is_the_same_user() {
+        let c = cache();
+        c.insert(&dg("t"), row(42), c.now_ms(), c.generation());
+        c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
+        assert!(c.get(&dg("t")).is_some());
+        c.revoke_user(&UserId::Text("42".into()));
+        assert!(c.get(&dg("t")).is_none(), "user 42's token served");
     }
 
     #[test]
     fn a_gap_in_the_polls_drops_everything() {
         let c = cache();
-        c.insert("d".into(), row(1), 0, c.generation());
+        c.insert(&dg("d"), row(1), 0, c.generation());
         c.apply_log(&[], 1, Duration::from_millis(100));
-        assert!(c.get("d").is_some());
+        assert!(c.get(&dg("d")).is_some());
         c.apply_log(&[], 5_000, Duration::from_millis(100));
         assert!(
-            c.get("d").is_none(),
+            c.get(&dg("d")).is_none(),
             "a read 5 s after the last, gap 100 ms"
         );
     }

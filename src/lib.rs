@@ -318,6 +318,42 @@ pub mod __bench {
     pub fn well_formed(token: &str) -> bool {
         crate::token::well_formed(token)
     }
+
+    /// A fresh token cache holding the tokens `0..n` (see [`token`]).
+    pub struct CacheAtSize(crate::cache::TokenCache);
+
+    /// Token number `i`: 64 hex digits, `i` in the last 16.
+    pub fn token(i: u64) -> [u8; 64] {
+        let mut t = [b'0'; 64];
+        let _ = hex::encode_to_slice(i.to_be_bytes(), &mut t[48..]);
+        t
+    }
+
+    impl CacheAtSize {
+        /// Caches tokens `0..n`, then marks the cache fresh.
+        pub fn new(n: u64) -> Self {
+            use std::time::Duration;
+            let hour = Duration::from_secs(3600);
+            // Room to spare: quick_cache splits its capacity over shards,
+            // and a full shard would evict some of the `n`.
+            let cache = crate::cache::TokenCache::new(2 * n, hour, hour);
+            for i in 0..n {
+                let row = (i as i64, 1, "bench".to_owned(), true, false, 0, 0, None);
+                let digest = crate::token::digest(std::str::from_utf8(&token(i)).unwrap());
+                cache.insert(&digest, row.into(), cache.now_ms(), cache.generation());
+            }
+            cache.apply_log(&[], cache.now_ms(), hour);
+            CacheAtSize(cache)
+        }
+
+        /// The guard's work for token `i` once it is parsed: digest it and
+        /// look it up. Whether it was a hit.
+        pub fn hit(&self, i: u64) -> bool {
+            let t = token(i);
+            let digest = crate::token::digest(std::str::from_utf8(&t).unwrap());
+            self.0.get(&digest).is_some()
+        }
+    }
 }
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the public API.

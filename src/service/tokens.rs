@@ -224,7 +224,7 @@ impl AdvancedToken {
             row.expires_at = expires_at;
         }
         if let (Some(c), Some((read_at, generation))) = (self.cache(), generation) {
-            c.insert(digest.to_owned(), row.clone(), read_at, generation);
+            c.insert(digest, row.clone(), read_at, generation);
         }
         Ok(row)
     }
