@@ -33,10 +33,7 @@ def main():
     res = {k: [] for k in servers}
     for i in range(rounds):
         for k in (["old", "new", "bare"] if i % 2 == 0 else ["new", "old", "bare"]):
-            before = servers[k].cpu_seconds()
-            r = run.wrk(url[k], tokens_file=path)
-            r["cpu_us"] = (servers[k].cpu_seconds() - before) * 1e6 / max(r["requests"], 1)
-            res[k].append(r)
+            res[k].append(run.wrk_on(servers[k], url[k], tokens_file=path))
     run.check_ok(sum(res.values(), []), "ab")
     b, bc = run.median(res["bare"], "rps"), run.median(res["bare"], "cpu_us")
     for k in ("old", "new", "bare"):

@@ -351,12 +351,17 @@ def side_by_side(a, b, runs=None, servers=None, **kw):
     ra, rb = [], []
     for _ in range(runs or RUNS):
         for target, out, server in ((a, ra, servers and servers[0]), (b, rb, servers and servers[1])):
-            before = server.cpu_seconds() if server else 0
-            res = wrk(*target, **kw)
-            if server:
-                res["cpu_us"] = (server.cpu_seconds() - before) * 1e6 / max(res["requests"], 1)
-            out.append(res)
+            out.append(wrk_on(server, *target, **kw) if server else wrk(*target, **kw))
     return ra, rb
+
+
+def wrk_on(server, *args, **kw):
+    """`wrk(*args, **kw)` against `server`; the result also says the
+    server's CPU time per request, in µs ("cpu_us")."""
+    before = server.cpu_seconds()
+    res = wrk(*args, **kw)
+    res["cpu_us"] = (server.cpu_seconds() - before) * 1e6 / max(res["requests"], 1)
+    return res
 
 
 def guarded_vs_bare(kind, db_url):
