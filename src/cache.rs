@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::UserId;
 use crate::store::{LogEntry, TokenRow};
+use crate::token::Digest;
 
 /// What entries are keyed by: a digest's 64 hex digits, held in the
 /// cache's own slot. With 100,000 tokens in use at random every hit is a
@@ -43,8 +44,8 @@ impl Entry {
     }
 
     fn into_row(self) -> TokenRow {
-        // The bytes of a `String`: always UTF-8, so nothing is replaced.
-        let username = String::from_utf8_lossy(&self.username).into_owned();
+        // The bytes of a `String`: always UTF-8.
+        let username = String::from(std::str::from_utf8(&self.username).expect("a String's bytes"));
         TokenRow {
             username,
             ..self.row
@@ -129,19 +130,21 @@ impl TokenCache {
         self.fresh_until_ms.fetch_max(until, Ordering::SeqCst);
     }
 
-    fn usable(&self) -> bool {
+    /// Whether entries may be served at `now` (cache clock, ms).
+    fn usable(&self, now: u64) -> bool {
         // 0: never polled successfully.
         let until = self.fresh_until_ms.load(Ordering::SeqCst);
-        until != 0 && self.now_ms() <= until
+        until != 0 && now <= until
     }
 
-    pub(crate) fn get(&self, digest: &str) -> Option<TokenRow> {
-        if !self.usable() {
+    pub(crate) fn get(&self, digest: &Digest) -> Option<TokenRow> {
+        let now = self.now_ms();
+        if !self.usable(now) {
             return None;
         }
-        let key = key(digest)?;
+        let key = *digest.bytes();
         let entry = self.entries.get(&key)?;
-        if self.now_ms() > entry.read_at + self.ttl_ms || self.user_revoked_since(&entry) {
+        if now > entry.read_at + self.ttl_ms || self.user_revoked_since(&entry) {
             self.entries.remove(&key);
             return None;
         }
@@ -243,7 +246,7 @@ mod tests {
     }
 
     /// A digest as the guard computes it.
-    fn dg(name: &str) -> String {
+    fn dg(name: &str) -> Digest {
         crate::token::digest(name)
     }
 
@@ -288,7 +291,7 @@ mod tests {
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         // One token of user 1 rotated away: only it goes.
         c.apply_log(
-            &[(1, Some("1".into()), Some(dg("a1")))],
+            &[(1, Some("1".into()), Some(dg("a1").to_string()))],
             c.now_ms(),
             Duration::from_secs(10),
         );
@@ -332,7 +335,7 @@ mod tests {
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         for odd in ["", "d", &"a".repeat(63), &"ab".repeat(33)] {
             c.insert(odd, row(1), c.now_ms(), c.generation());
-            assert!(c.get(odd).is_none(), "{odd:?} was cached");
+            assert_eq!(c.entries.len(), 0, "{odd:?} was cached");
             c.invalidate(odd);
         }
         // Each digest is its own entry.

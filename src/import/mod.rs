@@ -209,7 +209,7 @@ fn to_user(row: DjangoRow, now: i64) -> (ImportUser, bool) {
     let mut bad_key = false;
     let token = key.and_then(|key| {
         bad_key = !token::well_formed(&key);
-        (!bad_key).then(|| (token::digest(&key), created.unwrap_or(now)))
+        (!bad_key).then(|| (token::digest(&key).to_string(), created.unwrap_or(now)))
     });
     let user = ImportUser {
         username,

@@ -181,7 +181,7 @@ impl AdvancedToken {
             return self.check_password(username, password, then).await;
         }
         let keys = Keys {
-            user: token::digest(username),
+            user: token::digest(username).to_string(),
             ip: ip.map(super::ip::throttle_key),
         };
         self.throttled_login(&keys, username, password, then).await

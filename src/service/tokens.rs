@@ -59,7 +59,7 @@ pub struct AuthUser {
     /// The user's username (login name).
     pub username: String,
     pub(crate) token_id: i64,
-    pub(crate) digest: String,
+    pub(crate) digest: token::Digest,
     pub(crate) rotation_locked: bool,
     pub(crate) created_at: i64,
     /// The client's IP (set by the guard), for audit events.
@@ -68,7 +68,7 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
-    fn from_row(row: TokenRow, digest: String) -> Self {
+    fn from_row(row: TokenRow, digest: token::Digest) -> Self {
         AuthUser {
             id: row.user_id,
             username: row.username,
