@@ -283,6 +283,16 @@ pub async fn app_responses_are_never_rewritten(db: TestDb) {
         assert!(res.headers().get_one("Set-Cookie").is_none());
         assert_eq!(res.into_string().await.unwrap(), body);
     }
+    // Nor from a success: `Option<AuthUser>` answering 200 for a bad token.
+    let plain = crate::common::client(&db, json!({})).await;
+    let res = plain
+        .get("/api/maybe")
+        .header(auth(&"0".repeat(64)))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok);
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    assert_eq!(body_json(res).await, json!({"username": null}));
     // rewrite_guard_failures = false: Rocket's own catcher answer stays.
     let off = custom(
         &db,

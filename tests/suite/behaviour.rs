@@ -1598,6 +1598,73 @@ pub async fn postgres_notifies_revocations(db: TestDb) {
     assert!(took < 10.0, "a NOTIFY-ed revocation took {took:.2}s");
 }
 
+/// The guard reads `Authorization` in any case and takes the first of
+/// two, and `AuthUser::ip()` is Rocket's `client_ip()` with the
+/// `ip_header` absent, present, lowercase, malformed, renamed or switched
+/// off.
+pub async fn the_guard_reads_headers_as_rocket_does(db: TestDb) {
+    let (client, token) = alice(&db, json!({})).await;
+    let get = |headers: Vec<(&'static str, String)>| {
+        let mut req = client
+            .get("/api/hello/")
+            .remote("192.0.2.50:4000".parse().unwrap());
+        for (name, value) in headers {
+            req = req.header(Header::new(name, value));
+        }
+        async move { req.dispatch().await.status() }
+    };
+    let ok = format!("Token {token}");
+    assert_eq!(get(vec![("authorization", ok.clone())]).await, Status::Ok);
+    assert_eq!(
+        get(vec![("AUTHORIZATION", format!("token {token}"))]).await,
+        Status::Ok
+    );
+    let two = vec![
+        ("Authorization", ok.clone()),
+        ("authorization", "Token x".into()),
+    ];
+    assert_eq!(get(two).await, Status::Ok);
+    let two = vec![
+        ("Authorization", "Token x".into()),
+        ("Authorization", ok.clone()),
+    ];
+    assert_eq!(get(two).await, Status::Unauthorized);
+
+    for (ip_header, headers, expected) in [
+        (None, vec![], "192.0.2.50"),
+        (None, vec![("X-Real-IP", "198.51.100.7")], "198.51.100.7"),
+        (None, vec![("x-real-ip", "2001:db8::7")], "2001:db8::7"),
+        (None, vec![("X-Real-IP", "not an address")], "192.0.2.50"),
+        (
+            Some(json!(false)),
+            vec![("X-Real-IP", "198.51.100.7")],
+            "192.0.2.50",
+        ),
+        (
+            Some(json!("X-Client")),
+            vec![("X-Real-IP", "198.51.100.7"), ("x-client", "203.0.113.9")],
+            "203.0.113.9",
+        ),
+    ] {
+        let mut figment = db.figment(json!({}));
+        if let Some(h) = &ip_header {
+            figment = figment.merge(("ip_header", h));
+        }
+        let client = Client::tracked(app(figment, None)).await.unwrap();
+        let mut req = client
+            .get("/api/ip")
+            .header(auth(&token))
+            .remote("192.0.2.50:4000".parse().unwrap());
+        for (name, value) in headers {
+            req = req.header(Header::new(name, value));
+        }
+        let res = req.dispatch().await;
+        let body: Value = res.into_json().await.unwrap();
+        assert_eq!(body["user"], json!(expected), "{ip_header:?}: {body}");
+        assert_eq!(body["user"], body["rocket"], "{ip_header:?}");
+    }
+}
+
 /// With Rocket's `ip_header = false` (clients facing the app directly) an
 /// `X-Real-IP` header cannot dodge the per-IP limit: the peer address
 /// counts. (With the default, it names the client: `throttling_per_ip`.)

@@ -601,6 +601,12 @@ fn own401(_user: Option<AuthUser>) -> Own401 {
     }
 }
 
+/// The client IP the guard gave the user, beside Rocket's own answer.
+#[get("/ip")]
+fn ip(user: AuthUser, rocket_ip: Option<std::net::IpAddr>) -> Json<Value> {
+    Json(json!({ "user": user.ip(), "rocket": rocket_ip }))
+}
+
 /// The app under test: the fairing, the routes at /auth, and guarded
 /// handlers at /api.
 pub fn app(figment: Figment, clock: Option<&FakeClock>) -> Rocket<Build> {
@@ -610,7 +616,7 @@ pub fn app(figment: Figment, clock: Option<&FakeClock>) -> Rocket<Build> {
     };
     fairing
         .mount("/auth", rocket_advanced_token::routes())
-        .mount("/api", routes![hello, maybe, twice, own401])
+        .mount("/api", routes![hello, maybe, twice, own401, ip])
 }
 
 /// A client on a fresh app over `db`, with `settings` as the

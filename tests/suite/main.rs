@@ -116,6 +116,7 @@ macro_rules! all_behaviour_tests {
             cached_tokens_honour_revocations,
             cache_respects_expiry_and_skips_the_database,
             ip_header_false_stops_spoofing,
+            the_guard_reads_headers_as_rocket_does,
             own_401_with_www_authenticate_is_left_alone,
             token_cache_capacity_bounds_the_cache,
         );
