@@ -187,7 +187,9 @@ impl AdvancedToken {
                 return Ok(AuthUser::from_row(row, digest));
             }
         }
-        let row = self.lookup(&digest, now).await?;
+        // Boxed: the database path's future is large, and the guard moves
+        // this one several times on every request (BENCHMARKS.md).
+        let row = Box::pin(self.lookup(&digest, now)).await?;
         Ok(AuthUser::from_row(row, digest))
     }
 
