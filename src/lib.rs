@@ -325,7 +325,7 @@ pub mod __bench {
     /// Token number `i`: 64 hex digits, `i` in the last 16.
     pub fn token(i: u64) -> [u8; 64] {
         let mut t = [b'0'; 64];
-        let _ = hex::encode_to_slice(i.to_be_bytes(), &mut t[48..]);
+        hex::encode_to_slice(i.to_be_bytes(), &mut t[48..]).expect("8 bytes are 16 hex digits");
         t
     }
 
