@@ -310,6 +310,12 @@ impl Fairing for TokenFairing {
     /// responses of handlers that took `Result<AuthUser, Error>` or
     /// `Option<AuthUser>`: the guard's marker cookie survives only there.
     async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
+        // Most responses: not an error, and no marker to strip (it is a
+        // `Set-Cookie` by now). Decided without the request's local cache,
+        // whose first use allocates.
+        if res.status().code < 400 && !sets_cookies(res) {
+            return;
+        }
         let Some(error) = cached_failure(req) else {
             return;
         };
@@ -336,6 +342,12 @@ impl Fairing for TokenFairing {
             at.close().await;
         }
     }
+}
+
+/// Whether the response sets a cookie: a scan of its few headers, cheaper
+/// than hashing the name for a lookup.
+fn sets_cookies(res: &Response<'_>) -> bool {
+    res.headers().iter().any(|h| h.name() == "Set-Cookie")
 }
 
 /// Removes the guard's marker cookie from a response; whether it was there

@@ -11,25 +11,39 @@ use crate::error::Error;
 use crate::service::{AdvancedToken, AuthUser};
 use crate::token::parse_authorization;
 
-/// The per-request result of authentication, in the request's local cache.
-pub(crate) enum Cached {
-    NotRun,
-    Done(Result<AuthUser, Error>),
-}
+/// A guard failure of this request, in the request's local cache: every
+/// later guard of the request gives the same answer, and the fairing
+/// answers a catcher with it. A success is not kept there: storing it costs
+/// every guarded request an allocation and a clone, and a second guard finds
+/// the token in the token cache anyway.
+#[derive(Default)]
+struct Failure(std::sync::OnceLock<Error>);
 
 /// A cookie the guard sets when it fails, only to learn where the failure
 /// went: Rocket drops the cookies of a request that ends in a catcher (the
 /// plain `AuthUser` guard failing), and keeps them when a handler answers
 /// (`Result<AuthUser, Error>`, `Option<AuthUser>`). The fairing reads it
-/// and always removes it from the response.
+/// and always removes it from the response. Until then it also tells later
+/// guards of the request that a failure is cached, without a look there.
 pub(crate) const HANDLED_MARK: &str = "__advanced_token_guard";
 
 /// The cached failure, if a guard ran for this request and failed.
 pub(crate) fn cached_failure<'r>(req: &'r Request<'_>) -> Option<&'r Error> {
-    match req.local_cache(|| Cached::NotRun) {
-        Cached::Done(Err(e)) => Some(e),
-        _ => None,
-    }
+    req.local_cache(Failure::default).0.get()
+}
+
+/// Whether a guard of this request failed (or the client sent a cookie of
+/// the marker's name), while the request is being handled.
+fn marked(req: &Request<'_>) -> bool {
+    req.cookies().get_pending(HANDLED_MARK).is_some()
+}
+
+/// Keeps the first failure of this request and marks the request; the
+/// failure to answer with.
+fn keep_failure(req: &Request<'_>, error: Error) -> Error {
+    let kept = req.local_cache(Failure::default).0.get_or_init(|| error);
+    req.cookies().add((HANDLED_MARK, "1"));
+    kept.clone()
 }
 
 const NOT_ATTACHED: &str = "rocket_advanced_token is used (AuthUser, AdvancedToken or its routes) \
@@ -47,28 +61,24 @@ impl<'r> FromRequest<'r> for AuthUser {
         let Some(at) = req.rocket().state::<AdvancedToken>() else {
             return Outcome::Error((Status::InternalServerError, not_attached()));
         };
-        let cached = req
-            .local_cache_async(async {
-                let header = req.headers().get_one("Authorization");
-                let result = match parse_authorization(header, &at.config().bearer_prefix) {
-                    Ok(token) => at.authenticate(token).await,
-                    Err(e) => Err(e),
-                };
-                if result.is_err() {
-                    req.cookies().add((HANDLED_MARK, "1"));
-                }
-                Cached::Done(result)
-            })
-            .await;
-        match cached {
-            Cached::Done(Ok(user)) => {
-                let mut user = user.clone();
+        if marked(req) {
+            if let Some(e) = cached_failure(req) {
+                return Outcome::Error((e.status(), e.clone()));
+            }
+        }
+        let header = req.headers().get_one("Authorization");
+        let result = match parse_authorization(header, &at.config().bearer_prefix) {
+            Ok(token) => at.authenticate(token).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(mut user) => {
                 user.ip = req.client_ip();
                 Outcome::Success(user)
             }
-            Cached::Done(Err(e)) => Outcome::Error((e.status(), e.clone())),
-            Cached::NotRun => {
-                Outcome::Error((Status::InternalServerError, Error::NotAuthenticated))
+            Err(e) => {
+                let e = keep_failure(req, e);
+                Outcome::Error((e.status(), e))
             }
         }
     }

@@ -44,8 +44,10 @@ pub(crate) const TOUCH_INTERVAL: i64 = 60;
 /// `Option<AuthUser>` is never rewritten, nor one that already carries
 /// `WWW-Authenticate` (HTTP requires it on every 401).
 ///
-/// The lookup runs once per request, however many guards ask. Using the
-/// guard without attaching [`AdvancedToken::fairing()`] aborts launch.
+/// Each guard of a request looks the token up (a hit in the token cache,
+/// usually); once one has failed, every later guard of the request gives
+/// that same failure. Using the guard without attaching
+/// [`AdvancedToken::fairing()`] aborts launch.
 ///
 /// With the app's own users table, [`AuthUser::user`] gives the app's user
 /// value (from its [`UserBackend`](crate::UserBackend)), or

@@ -270,6 +270,17 @@ pub async fn app_responses_are_never_rewritten(db: TestDb) {
         body_json(res).await,
         json!({"detail": "Authentication credentials were not provided."})
     );
+    // A client sending a cookie of the marker's name changes nothing.
+    let res = client
+        .get("/api/plain")
+        .cookie(rocket::http::Cookie::new("__advanced_token_guard", "1"))
+        .header(auth(&"0".repeat(64)))
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Unauthorized);
+    assert_eq!(res.headers().get_one("WWW-Authenticate"), Some("Token"));
+    assert!(res.headers().get_one("Set-Cookie").is_none());
+    assert_eq!(body_json(res).await, json!({"detail": "Invalid token."}));
     // The app's own answers from Result<AuthUser, Error> and Option<AuthUser>
     // are left alone, and the guard's marker never reaches the client.
     for (uri, body) in [("/api/own", "mine"), ("/api/optional", "mine too")] {
