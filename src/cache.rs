@@ -11,16 +11,16 @@ use crate::backend::UserId;
 use crate::store::{LogEntry, TokenRow};
 use crate::token::Digest;
 
-/// What entries are keyed by: a digest's 64 hex digits, held in the
-/// cache's own slot. With 100,000 tokens in use at random every hit is a
-/// cold read; a key and an entry held inline are one read, where a
-/// `String` key and a shared entry were two more (BENCHMARKS.md).
-type Key = [u8; 64];
+/// What entries are keyed by: a digest's 32 bytes, held in the cache's own
+/// slot. With 100,000 tokens in use at random every hit is a cold read; a
+/// key and an entry held inline are one read, where a `String` key and a
+/// shared entry were two more (BENCHMARKS.md).
+type Key = [u8; 32];
 
-/// The key of a digest: `None` (never cached) for anything but the length
-/// of a SHA-256 in hex.
+/// The key of a digest in hex, as the database and the revocation log
+/// name it: `None` (never cached) for anything but a SHA-256 in hex.
 fn key(digest: &str) -> Option<Key> {
-    digest.as_bytes().try_into().ok()
+    Digest::from_hex(digest).map(|d| *d.bytes())
 }
 
 /// A verified token, and when the database read that verified it began.
@@ -258,14 +258,14 @@ mod tests {
     fn serves_only_after_a_poll_and_not_across_invalidations() {
         let c = cache();
         let g = c.generation();
-        c.insert(&dg("d"), row(1), c.now_ms(), g);
+        c.insert(&dg("d").hex(), row(1), c.now_ms(), g);
         assert!(c.get(&dg("d")).is_none(), "never polled: not usable");
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         assert!(c.get(&dg("d")).is_some());
         // A row read before an invalidation is not kept.
         let g = c.generation();
         c.invalidate_all();
-        c.insert(&dg("e"), row(1), c.now_ms(), g);
+        c.insert(&dg("e").hex(), row(1), c.now_ms(), g);
         assert!(c.get(&dg("e")).is_none());
     }
 
@@ -274,7 +274,7 @@ mod tests {
         // With the injectable read time, no sleeping: a poll read at 0
         // with a 50 ms period is stale once the clock is past 50 ms.
         let c = TokenCache::new(10, Duration::from_millis(50), Duration::from_secs(60));
-        c.insert(&dg("d"), row(1), 0, c.generation());
+        c.insert(&dg("d").hex(), row(1), 0, c.generation());
         c.apply_log(&[], 0, Duration::from_secs(10));
         let until = c.fresh_until_ms.load(Ordering::SeqCst);
         assert_eq!(until, 50, "fresh for one period from the read");
@@ -286,7 +286,7 @@ mod tests {
         let g = c.generation();
         let t0 = c.now_ms();
         for (d, u) in [("a1", 1), ("a2", 1), ("b1", 2)] {
-            c.insert(&dg(d), row(u), t0, g);
+            c.insert(&dg(d).hex(), row(u), t0, g);
         }
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         // One token of user 1 rotated away: only it goes.
@@ -305,7 +305,7 @@ mod tests {
         assert!(c.get(&dg("a2")).is_some());
         // A row of user 2 read after the revocation is served again.
         std::thread::sleep(Duration::from_millis(2));
-        c.insert(&dg("b2"), row(2), c.now_ms(), c.generation());
+        c.insert(&dg("b2").hex(), row(2), c.now_ms(), c.generation());
         c.apply_log(&entries, c.now_ms(), Duration::from_secs(10));
         assert!(
             c.get(&dg("b2")).is_some(),
@@ -320,7 +320,7 @@ mod tests {
     fn entries_are_not_served_past_their_ttl() {
         let c = TokenCache::new(10, Duration::from_secs(3600), Duration::from_millis(5));
         let read_at = c.now_ms();
-        c.insert(&dg("d"), row(1), read_at, c.generation());
+        c.insert(&dg("d").hex(), row(1), read_at, c.generation());
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         // No sleep: wait for the cache's own clock to pass the TTL.
         while c.now_ms() <= read_at + 5 {
@@ -339,18 +339,18 @@ mod tests {
             c.invalidate(odd);
         }
         // Each digest is its own entry.
-        c.insert(&dg("x"), row(1), c.now_ms(), c.generation());
-        c.insert(&dg("y"), row(2), c.now_ms(), c.generation());
+        c.insert(&dg("x").hex(), row(1), c.now_ms(), c.generation());
+        c.insert(&dg("y").hex(), row(2), c.now_ms(), c.generation());
         assert_eq!(c.get(&dg("x")).map(|r| r.user_id), Some(UserId::Int(1)));
         assert_eq!(c.get(&dg("y")).map(|r| r.user_id), Some(UserId::Int(2)));
-        c.invalidate(&dg("x"));
+        c.invalidate(&dg("x").hex());
         assert!(c.get(&dg("x")).is_none() && c.get(&dg("y")).is_some());
     }
 
     #[test]
     fn a_user_revoked_by_the_text_of_its_id_is_the_same_user() {
         let c = cache();
-        c.insert(&dg("t"), row(42), c.now_ms(), c.generation());
+        c.insert(&dg("t").hex(), row(42), c.now_ms(), c.generation());
         c.apply_log(&[], c.now_ms(), Duration::from_secs(10));
         assert!(c.get(&dg("t")).is_some());
         c.revoke_user(&UserId::Text("42".into()));
@@ -360,7 +360,7 @@ mod tests {
     #[test]
     fn a_gap_in_the_polls_drops_everything() {
         let c = cache();
-        c.insert(&dg("d"), row(1), 0, c.generation());
+        c.insert(&dg("d").hex(), row(1), 0, c.generation());
         c.apply_log(&[], 1, Duration::from_millis(100));
         assert!(c.get(&dg("d")).is_some());
         c.apply_log(&[], 5_000, Duration::from_millis(100));

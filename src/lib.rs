@@ -340,7 +340,12 @@ pub mod __bench {
             for i in 0..n {
                 let row = (i as i64, 1, "bench".to_owned(), true, false, 0, 0, None);
                 let digest = crate::token::digest(std::str::from_utf8(&token(i)).unwrap());
-                cache.insert(&digest, row.into(), cache.now_ms(), cache.generation());
+                cache.insert(
+                    &digest.hex(),
+                    row.into(),
+                    cache.now_ms(),
+                    cache.generation(),
+                );
             }
             cache.apply_log(&[], cache.now_ms(), hour);
             CacheAtSize(cache)

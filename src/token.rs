@@ -20,40 +20,63 @@ pub(crate) fn generate() -> String {
     hex::encode(bytes)
 }
 
-/// The SHA-256 digest of a token, in lowercase hex: what the database keeps.
-/// A fast hash is right here: the token has 256 bits of entropy, so there is
-/// nothing to brute-force, and the digest can be looked up by a unique index.
+/// The SHA-256 digest of a token: what the database keeps, in lowercase
+/// hex ([`Digest::hex`]). A fast hash is right here: the token has 256 bits
+/// of entropy, so there is nothing to brute-force, and the digest can be
+/// looked up by a unique index.
 pub(crate) fn digest(token: &str) -> Digest {
-    let mut hex = [0u8; 64];
-    hex::encode_to_slice(Sha256::digest(token.as_bytes()), &mut hex)
-        .expect("32 bytes are 64 hex digits");
-    Digest(hex)
+    Digest(Sha256::digest(token.as_bytes()).into())
 }
 
-/// A SHA-256 digest in lowercase hex, held inline: every guarded request
-/// makes one and its [`AuthUser`](crate::AuthUser) keeps it, so it costs no
-/// allocation. It reads as a `&str`.
+/// A SHA-256 digest, its 32 bytes held inline: every guarded request makes
+/// one, the token cache is keyed by it and its
+/// [`AuthUser`](crate::AuthUser) keeps it, so it costs no allocation, and
+/// no hex encoding until the database needs it.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Digest([u8; 64]);
+pub(crate) struct Digest([u8; 32]);
 
 impl Digest {
-    /// The hex digits, without the `str` check.
-    pub(crate) fn bytes(&self) -> &[u8; 64] {
+    /// The digest's bytes.
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The digest of 64 hex digits, as the database stores it; `None` for
+    /// anything else.
+    pub(crate) fn from_hex(hex: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex, &mut bytes).ok()?;
+        Some(Digest(bytes))
+    }
+
+    /// The digest in lowercase hex, as the database stores it.
+    pub(crate) fn hex(&self) -> Hex {
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut hex).expect("32 bytes are 64 hex digits");
+        Hex(hex)
     }
 }
 
-impl std::ops::Deref for Digest {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.hex())
     }
 }
 
 impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self)
+        f.write_str(&self.hex())
+    }
+}
+
+/// A digest in lowercase hex, held inline; it reads as a `&str`.
+pub(crate) struct Hex([u8; 64]);
+
+impl std::ops::Deref for Hex {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
     }
 }
 
@@ -163,10 +186,12 @@ mod tests {
     #[test]
     fn digest_is_sha256_hex() {
         assert_eq!(
-            &*digest("abc"),
+            &*digest("abc").hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert!(!well_formed(&digest("abc")[..63]));
+        assert_eq!(Digest::from_hex(&digest("abc").hex()), Some(digest("abc")));
+        assert_eq!(Digest::from_hex(&digest("abc").hex()[..62]), None);
+        assert!(!well_formed(&digest("abc").hex()[..63]));
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl AdvancedToken {
         if !self.audit_wanted() {
             return None;
         }
-        let digest = token::digest(token);
+        let digest = token::digest(token).hex();
         match self.db(|s| s.find_token(&digest)).await {
             Ok(row) => row.map(|r| r.token_id),
             Err(_) => None,
@@ -160,7 +160,7 @@ impl AdvancedToken {
     /// # Ok::<(), rocket_advanced_token::Error>(()) }).unwrap();
     /// ```
     pub async fn reset_throttle(&self, username: &str) -> Result<(), Error> {
-        let digest = token::digest(crate::body::normalize_username(username));
+        let digest = token::digest(crate::body::normalize_username(username)).hex();
         self.db(|s| s.clear_user_failures(&digest)).await?;
         self.audit(AuditEvent::new(AuditKind::ThrottleReset).user(None, Some(username)));
         Ok(())
@@ -326,7 +326,7 @@ impl AdvancedToken {
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let hasher = &self.inner.hasher;
         let (ok, upgrade) = hasher
-            .verify_as(&token::digest(username), password.to_owned(), stored)
+            .verify_as(&token::digest(username).hex(), password.to_owned(), stored)
             .await?;
         let Some(user) = user.filter(|u| ok && u.is_active) else {
             return Err(Error::LoginFailed);
@@ -380,7 +380,7 @@ impl AdvancedToken {
             u.id == user.id && u.password_hash == user.password_hash && u.is_active
         });
         if !current {
-            let digest = token::digest(&token);
+            let digest = token::digest(&token).hex();
             if let Some(row) = self.db(|s| s.find_token(&digest)).await? {
                 self.db(|s| s.delete_token(row.token_id, &digest)).await?;
             }

@@ -151,7 +151,7 @@ impl AdvancedToken {
         new_hash: Option<&str>,
     ) -> Result<Option<String>, Error> {
         let token = token::generate();
-        let digest = token::digest(&token);
+        let digest = token::digest(&token).hex();
         let now = self.now();
         let new = NewToken {
             user_id,
@@ -191,7 +191,7 @@ impl AdvancedToken {
         }
         // Boxed: the database path's future is large, and the guard moves
         // this one several times on every request (BENCHMARKS.md).
-        let row = Box::pin(self.lookup(&digest, now)).await?;
+        let row = Box::pin(self.lookup(&digest.hex(), now)).await?;
         Ok(AuthUser::from_row(row, digest))
     }
 
@@ -270,7 +270,7 @@ impl AdvancedToken {
         }
         self.check_rotation_rate(&user.id).await?;
         let token = token::generate();
-        let new_digest = token::digest(&token);
+        let (old_digest, new_digest) = (user.digest.hex(), token::digest(&token).hex());
         let now = self.now();
         let expires_at = self.capped_expiry(now, user.created_at);
         let rotated = self
@@ -278,7 +278,7 @@ impl AdvancedToken {
                 s.rotate_token(
                     user.token_id,
                     &user.id,
-                    &user.digest,
+                    &old_digest,
                     &new_digest,
                     now,
                     expires_at,
@@ -286,7 +286,7 @@ impl AdvancedToken {
             })
             .await?;
         if let Some(cache) = self.cache() {
-            cache.invalidate(&user.digest);
+            cache.invalidate(&old_digest);
         }
         if rotated {
             self.audit(user.event(AuditKind::Rotated));
