@@ -37,7 +37,7 @@ struct Entry {
     rotation_locked: bool,
     /// Held inline up to 24 bytes, so that a hit reads no other memory.
     username: smallvec::SmallVec<[u8; 24]>,
-    /// Behind a pointer: most apps have none, and it is 48 bytes inline.
+    /// Shared: a hit hands it out without copying the name it holds.
     app: Option<Arc<AppUser>>,
     read_at: u64,
 }
@@ -53,7 +53,7 @@ impl Entry {
             is_active: row.is_active,
             rotation_locked: row.rotation_locked,
             username: row.username.into_bytes().into(),
-            app: row.app.map(Arc::new),
+            app: row.app,
             read_at,
         }
     }
@@ -70,7 +70,7 @@ impl Entry {
             created_at: self.created_at,
             last_used_at: self.last_used_at,
             expires_at: self.expires_at,
-            app: self.app.map(Arc::unwrap_or_clone),
+            app: self.app,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The token lifecycle: authenticate (the guard's work), rotate, revoke.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::audit::{AuditEvent, AuditKind};
 use crate::backend::{AppUser, UserId};
@@ -66,7 +67,7 @@ pub struct AuthUser {
     pub(crate) created_at: i64,
     /// The client's IP (set by the guard), for audit events.
     pub(crate) ip: Option<IpAddr>,
-    app: Option<AppUser>,
+    app: Option<Arc<AppUser>>,
 }
 
 impl AuthUser {
@@ -216,7 +217,7 @@ impl AdvancedToken {
             let user = user.ok_or(Error::InvalidToken)?;
             row.username.clone_from(&user.username);
             row.is_active = user.is_active;
-            row.app = Some(user);
+            row.app = Some(Arc::new(user));
         }
         if !row.is_active {
             return Err(Error::UserInactive);

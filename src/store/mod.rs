@@ -8,6 +8,7 @@
 //! re-check what they change.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{AppUser, UserId};
@@ -45,7 +46,7 @@ pub(crate) struct TokenRow {
     pub created_at: i64,
     pub last_used_at: i64,
     pub expires_at: Option<i64>,
-    pub app: Option<AppUser>,
+    pub app: Option<Arc<AppUser>>,
 }
 
 /// The columns of [`TokenRow`] with the crate's users table, in the order
