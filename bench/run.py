@@ -182,7 +182,8 @@ def warm_cache(url, tokens_file, count):
     holds them all before anything is measured: on a slow host a pass of
     fixed length left half the tokens cold on PostgreSQL, and the figure
     measured the lookups. A pass too short for `count` is run again, longer
-    (each pass starts over from the top of the list). The last pass."""
+    (each pass starts over from the top of the list). Returns the last
+    pass's result."""
     seconds = int(min(count, 100_000) / 10_000) + 2
     while True:
         res = wrk(url, seconds=seconds, tokens_file=tokens_file, order="seq")

@@ -41,8 +41,8 @@ impl Digest {
         &self.0
     }
 
-    /// The digest of 64 hex digits, as the database stores it; `None` for
-    /// anything else.
+    /// The digest of 64 hex digits, as the database stores it (lowercase;
+    /// uppercase reads as the same digest); `None` for anything else.
     pub(crate) fn from_hex(hex: &str) -> Option<Self> {
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(hex, &mut bytes).ok()?;
@@ -65,7 +65,7 @@ impl std::fmt::Display for Digest {
 
 impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.hex())
+        std::fmt::Display::fmt(self, f)
     }
 }
 
