@@ -75,6 +75,39 @@ impl Entry {
     }
 }
 
+/// The fewest entries a shard of the cache is given (unless it has one).
+const MIN_SHARD: u64 = 4096;
+
+/// The map of a cache that holds `capacity` tokens, sharded for
+/// `parallelism` cores. quick_cache splits its capacity evenly between its
+/// shards, and digests fill them unevenly: at 100,000 tokens in 8 shards
+/// the fullest shard evicted while the cache held 99.7% of its capacity, so
+/// a working set the size of `token_cache_capacity` sent 0.3% of requests
+/// to the database. Each shard therefore gets room for four standard
+/// deviations over its share (a shard's count is binomial, its variance
+/// under its share): at most 6% more than `capacity`, with shards of at
+/// least [`MIN_SHARD`] entries, and none at all with a single shard.
+fn entries(capacity: u64, parallelism: usize) -> quick_cache::sync::Cache<Key, Entry> {
+    let capacity = capacity.max(1);
+    let wanted = (parallelism.max(1) * 4).next_power_of_two() as u64;
+    let fit = (capacity / MIN_SHARD).max(1);
+    let shards = wanted.min(1 << fit.ilog2());
+    let share = capacity.div_ceil(shards);
+    let headroom = if shards == 1 {
+        0
+    } else {
+        (4.0 * (share as f64).sqrt()).ceil() as u64
+    };
+    let options = quick_cache::OptionsBuilder::new()
+        .shards(shards as usize)
+        .estimated_items_capacity(capacity as usize)
+        .weight_capacity((share + headroom) * shards)
+        .build()
+        .expect("shards and capacities are set");
+    let (weighter, hasher, lifecycle) = Default::default();
+    quick_cache::sync::Cache::with_options(options, weighter, hasher, lifecycle)
+}
+
 /// Verified tokens by digest. An entry is served only while the revocation
 /// poll is fresh (it succeeded within one poll period): if the database
 /// cannot be polled, a revocation elsewhere could be missed, so every
@@ -114,7 +147,10 @@ impl TokenCache {
     /// keep it fresh.
     pub(crate) fn new(capacity: u64, poll: Duration, ttl: Duration) -> Self {
         TokenCache {
-            entries: quick_cache::sync::Cache::new(capacity.max(1) as usize),
+            entries: entries(
+                capacity,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
             ttl_ms: ttl.as_millis() as u64,
             // An entry older than `ttl` has expired anyway.
             users_revoked: moka::sync::Cache::builder()
@@ -349,6 +385,36 @@ mod tests {
             std::hint::spin_loop();
         }
         assert!(c.get(&dg("d")).is_none(), "served past its TTL");
+    }
+
+    #[test]
+    fn a_cache_holds_its_capacity_however_its_shards_fill() {
+        use rand::RngCore;
+        for parallelism in [1, 2, 16, 64] {
+            for capacity in [5, 1_000, 100_000] {
+                let map = entries(capacity, parallelism);
+                let mut keys = vec![[0u8; 32]; capacity as usize];
+                for k in &mut keys {
+                    rand::thread_rng().fill_bytes(k);
+                    map.insert(*k, Entry::new(row(1), 0));
+                }
+                let kept = keys.iter().filter(|k| map.get(*k).is_some()).count();
+                assert_eq!(
+                    kept, capacity as usize,
+                    "{parallelism} cores, capacity {capacity}"
+                );
+                // And not much more: the headroom is a few percent.
+                let room = map.capacity();
+                assert!(
+                    room <= capacity + capacity / 16,
+                    "{parallelism} cores: {room} for {capacity}"
+                );
+                assert!(
+                    capacity > 1_000 || room == capacity,
+                    "one shard, no headroom: {room}"
+                );
+            }
+        }
     }
 
     #[test]
