@@ -420,12 +420,15 @@ def rotation_attack(limit):
     url = a.url("/api/hello/")
     wrk(url, token, seconds=1)
     idle, attacked, rotations = [], [], []
+    b_cores = []
     for _ in range(RUNS):
-        idle.append(wrk(url, token))
+        idle.append(wrk_on(a, url, token))
         rotator = subprocess.Popen([sys.executable, ROTATE, str(b.port), rot, str(SECONDS + 2)],
                                    stdout=subprocess.PIPE, text=True)
         time.sleep(1)
-        attacked.append(wrk(url, token))
+        b_before, started = b.cpu_seconds(), time.time()
+        attacked.append(wrk_on(a, url, token))
+        b_cores.append((b.cpu_seconds() - b_before) / (time.time() - started))
         out, _ = rotator.communicate()
         r = json.loads(out)
         rot = r["token"]
@@ -447,6 +450,12 @@ def rotation_attack(limit):
     row(f"instance A's guarded requests/s while a user rotates in a loop on B / idle, postgres, {what}",
         f"{x:,.0f}", f"{i:,.0f}", f"{x / i:.2f}", "≥ 0.8", f"{rss:.0f}")
     row(f"  B: rotations/s served (200) / refused (429) over all runs, {what}", f"{ok:,.0f} / {refused:,.0f}", "", "", "", "")
+    # On a small machine the loop, B and PostgreSQL take cores from A and
+    # wrk: A's CPU per request says whether the attack makes A work harder
+    # (a cache dropped on every rotation would), apart from that.
+    ci, cx = median(idle, "cpu_us"), median(attacked, "cpu_us")
+    row(f"  A's server CPU µs per request, attacked / idle (ratio idle / attacked); B's CPU meanwhile "
+        f"{statistics.median(b_cores):.2f} cores, {what}", f"{cx:.1f}", f"{ci:.1f}", f"{ci / cx:.2f}", "", "")
 
 
 def token_file(count):
