@@ -266,6 +266,28 @@ impl TokenCache {
         if log.last_read != 0 && read_at.saturating_sub(log.last_read) > gap.as_millis() as u64 {
             self.invalidate_all();
         }
+        self.apply_new(&mut log, entries);
+        // Forget what has left the window: it will not be read again.
+        let current: HashSet<i64> = entries.iter().map(|e| e.0).collect();
+        log.seen.retain(|seq| current.contains(seq));
+        log.last_read = log.last_read.max(read_at);
+        drop(log);
+        self.mark_fresh(read_at);
+    }
+
+    /// Applies log entries a notification announced, read by sequence
+    /// number (entries already applied are skipped). Only a head start on
+    /// the poll: it marks nothing fresh and forgets nothing, so that the
+    /// poll's reads of the whole window stay what bounds a revocation's
+    /// delay whatever the notifications do.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn apply_announced(&self, entries: &[LogEntry]) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        self.apply_new(&mut log, entries);
+    }
+
+    /// Applies the entries not applied before.
+    fn apply_new(&self, log: &mut LogState, entries: &[LogEntry]) {
         for (seq, user, digest) in entries {
             if !log.seen.insert(*seq) {
                 continue;
@@ -276,12 +298,6 @@ impl TokenCache {
                 (None, None) => self.invalidate_all(),
             }
         }
-        // Forget what has left the window: it will not be read again.
-        let current: HashSet<i64> = entries.iter().map(|e| e.0).collect();
-        log.seen.retain(|seq| current.contains(seq));
-        log.last_read = log.last_read.max(read_at);
-        drop(log);
-        self.mark_fresh(read_at);
     }
 }
 
@@ -385,6 +401,35 @@ mod tests {
             std::hint::spin_loop();
         }
         assert!(c.get(&dg("d")).is_none(), "served past its TTL");
+    }
+
+    #[test]
+    #[cfg(feature = "postgres")]
+    fn announced_entries_are_applied_once_and_leave_freshness_to_the_poll() {
+        let c = cache();
+        let ten = Duration::from_secs(10);
+        c.apply_announced(&[]);
+        assert!(
+            !c.usable(c.now_ms()),
+            "an announcement made the cache fresh"
+        );
+        c.apply_log(&[], c.now_ms(), ten);
+        c.insert(&dg("x").hex(), row(1), c.now_ms(), c.generation());
+        let x = (1, None, Some(dg("x").hex().to_string()));
+        c.apply_announced(std::slice::from_ref(&x));
+        assert!(
+            c.get(&dg("x")).is_none(),
+            "an announced revocation is applied"
+        );
+        // A revoke-all announced, then read again by the poll (and by the
+        // next announcement's read from a lower number) is applied once:
+        // what was cached after it stays.
+        let all = (2, None, None);
+        c.apply_announced(&[x.clone(), all.clone()]);
+        c.insert(&dg("y").hex(), row(1), c.now_ms(), c.generation());
+        c.apply_log(&[x.clone(), all.clone()], c.now_ms(), ten);
+        c.apply_announced(&[x, all]);
+        assert!(c.get(&dg("y")).is_some(), "an entry was applied twice");
     }
 
     #[test]

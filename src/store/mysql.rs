@@ -581,6 +581,16 @@ impl Store for MySqlStore {
         .await
     }
 
+    #[cfg(feature = "postgres")]
+    async fn revocations_from(&self, seq: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, user_id, digest FROM advanced_token_revocation_log WHERE seq >= ?",
+        )
+        .bind(seq)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     async fn prune_revocations(&self, keep: i64) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
             "DELETE FROM advanced_token_revocation_log WHERE revoked_at < UNIX_TIMESTAMP() - ?",

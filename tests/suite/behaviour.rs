@@ -1575,8 +1575,61 @@ pub async fn postgres_notifies_revocations(db: TestDb) {
     at(&a).create_user("alice", PW).await.unwrap();
     let token = login(&a, "alice", PW).await;
     assert_eq!(check(&a, &token).await, Status::Ok);
-    // Wait until the instance's listener has issued its LISTEN (the last
-    // statement of an otherwise idle connection to this database).
+    wait_for_listener(&db).await;
+    crate::cli::run_cli_ok(&db, &["revoke-all-tokens", "--force"]).await;
+    let took = seconds_until_rejected(&a, &token).await;
+    // The poll is 30 s: anything well under it is the notification.
+    assert!(took < 10.0, "a NOTIFY-ed revocation took {took:.2}s");
+}
+
+/// A notification makes the listener read the log from the number it
+/// announced, not the whole window; an entry whose transaction commits
+/// after a later entry's (a lower number announced later) is still read
+/// at once. The poll is 30 s, so only the announcements can explain it.
+pub async fn postgres_announced_entries_are_read_out_of_order(db: TestDb) {
+    use sqlx::Connection;
+    let a = client(&db, json!({"token_cache_poll": 30.0})).await;
+    at(&a).create_user("alice", PW).await.unwrap();
+    let (first, second) = (login(&a, "alice", PW).await, login(&a, "alice", PW).await);
+    for t in [&first, &second] {
+        assert_eq!(check(&a, t).await, Status::Ok);
+    }
+    wait_for_listener(&db).await;
+    // A revocation as the crate writes it: the row goes, an entry says so.
+    let revoke = |token: &str| {
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()));
+        [
+            format!("DELETE FROM advanced_token_tokens WHERE digest = '{digest}'"),
+            format!(
+                "INSERT INTO advanced_token_revocation_log (digest, kind, revoked_at) \
+                 VALUES ('{digest}', 'token', CAST(EXTRACT(EPOCH FROM now()) AS BIGINT))"
+            ),
+        ]
+    };
+    // The first revocation takes its number, then waits to commit while a
+    // second one (a higher number) commits and is announced.
+    let mut slow = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = slow.begin().await.unwrap();
+    for sql in revoke(&first) {
+        sqlx::query(&sql).execute(&mut *tx).await.unwrap();
+    }
+    let mut fast = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx2 = fast.begin().await.unwrap();
+    for sql in revoke(&second) {
+        sqlx::query(&sql).execute(&mut *tx2).await.unwrap();
+    }
+    tx2.commit().await.unwrap();
+    let took = seconds_until_rejected(&a, &second).await;
+    assert!(took < 10.0, "the later entry took {took:.2}s");
+    assert_eq!(check(&a, &first).await, Status::Ok, "not revoked yet");
+    tx.commit().await.unwrap();
+    let took = seconds_until_rejected(&a, &first).await;
+    assert!(took < 10.0, "the entry committed late took {took:.2}s");
+}
+
+/// Waits until the instance's revocation listener has issued its LISTEN
+/// (the last statement of an otherwise idle connection to this database).
+async fn wait_for_listener(db: &TestDb) {
     wait_until(
         "the revocation listener",
         std::time::Duration::from_secs(30),
@@ -1592,10 +1645,6 @@ pub async fn postgres_notifies_revocations(db: TestDb) {
         },
     )
     .await;
-    crate::cli::run_cli_ok(&db, &["revoke-all-tokens", "--force"]).await;
-    let took = seconds_until_rejected(&a, &token).await;
-    // The poll is 30 s: anything well under it is the notification.
-    assert!(took < 10.0, "a NOTIFY-ed revocation took {took:.2}s");
 }
 
 /// The guard reads `Authorization` in any case and takes the first of

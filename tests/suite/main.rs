@@ -175,6 +175,7 @@ mod postgres {
     all_own_users_tests!(Postgres);
     // LISTEN/NOTIFY exists on PostgreSQL only.
     suite!(Postgres: postgres_notifies_revocations);
+    suite!(Postgres: postgres_announced_entries_are_read_out_of_order);
 }
 
 mod mysql {
