@@ -289,7 +289,8 @@ pub struct Config {
     /// The most token rotations (`PUT token/`) one user may make per minute,
     /// counted across every instance; past it, 429 with `Retry-After`. Each
     /// rotation makes every instance read its revocation log, so this bounds
-    /// what one user can cost them.
+    /// what one user can cost them. A refused user is refused from memory
+    /// until the oldest rotation counted ages out (no read per request).
     ///
     /// _Default:_ `30`.
     pub rotation_max_per_minute: u32,

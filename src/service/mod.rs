@@ -106,6 +106,8 @@ struct Inner {
     cache: Option<TokenCache>,
     /// Login attempts under way in this process, per username and per IP.
     in_flight: throttle::InFlight,
+    /// Users refused a rotation, and until when they still would be.
+    rotations_refused: tokens::Refusals,
     audit: Option<AuditHook>,
     policy: Option<PasswordRule>,
     /// The SQLite file this handle created, if it did (absolute).
@@ -218,6 +220,7 @@ impl AdvancedToken {
                 last_prune: AtomicI64::new(0),
                 cache,
                 in_flight: throttle::InFlight::default(),
+                rotations_refused: tokens::Refusals::default(),
                 audit: opts.audit,
                 policy: opts.policy,
                 new_file: new_file.map(absolute),

@@ -15,6 +15,44 @@ use super::AdvancedToken;
 /// often per token, so the guard's hot path is one read.
 pub(crate) const TOUCH_INTERVAL: i64 = 60;
 
+/// Users refused a rotation, and until when (this process's clock) they
+/// certainly still would be. A rotation leaves the last minute only as it
+/// ages, and rotations elsewhere only add, so a refusal holds until the
+/// oldest rotation counted ages out: refused from here, a user hammering
+/// `PUT token/` costs the database nothing per request.
+pub(super) struct Refusals(moka::sync::Cache<String, std::time::Instant>);
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
+        )
+    }
+}
+
+impl Refusals {
+    /// The seconds to wait (for `Retry-After`), if `id` is still refused.
+    fn still(&self, id: &UserId) -> Option<u64> {
+        let left = self
+            .0
+            .get(&id.to_string())?
+            .checked_duration_since(std::time::Instant::now())?;
+        Some(left.as_secs() + 1)
+    }
+
+    /// Refuses `id` for `retry` seconds less one: the database counts in
+    /// whole seconds, so the last one is left to its answer.
+    fn hold(&self, id: &UserId, retry: u64) {
+        if retry > 1 {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(retry - 1);
+            self.0.insert(id.to_string(), until);
+        }
+    }
+}
+
 /// The user a valid `Authorization: <prefix> <token>` header belongs to:
 /// what the request guard gives a handler.
 ///
@@ -302,13 +340,18 @@ impl AdvancedToken {
     /// (the revocation log counts them): one user cannot keep every
     /// instance's cache busy.
     async fn check_rotation_rate(&self, id: &UserId) -> Result<(), Error> {
+        let refused = &self.inner.rotations_refused;
+        if let Some(left) = refused.still(id) {
+            return Err(Error::TooManyRotations(left));
+        }
         let max = i64::from(self.config().rotation_max_per_minute);
         let (count, oldest, now) = self.db(|s| s.recent_rotations(id, 60)).await?;
         if count < max {
             return Ok(());
         }
-        let retry = oldest.map_or(60, |t| t + 60 - now).max(1);
-        Err(Error::TooManyRotations(retry as u64))
+        let retry = oldest.map_or(60, |t| t + 60 - now).max(1) as u64;
+        refused.hold(id, retry);
+        Err(Error::TooManyRotations(retry))
     }
 
     /// Logs `user` out everywhere: deletes all of the user's tokens. Returns

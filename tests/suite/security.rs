@@ -40,6 +40,7 @@ macro_rules! all_security_tests {
             a_login_racing_delete_user_is_a_401,
             rotation_keeps_the_lifetime_of_the_first_login,
             rotations_are_rate_limited_per_user,
+            a_refused_rotation_reads_nothing,
             an_attempt_that_cannot_be_recorded_runs_no_argon2,
             successful_logins_are_capped_per_account,
             a_use_racing_a_rotation_leaves_the_new_token_alone,
@@ -492,6 +493,45 @@ pub async fn rotations_are_rate_limited_per_user(db: TestDb) {
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::Ok);
+}
+
+/// A user refused a rotation is refused from memory until the oldest
+/// rotation counted ages out: hammering `PUT token/` past the limit costs
+/// the database no read per request. Shown with the log the limit is
+/// counted in gone: the refusal still answers 429, not an error.
+pub async fn a_refused_rotation_reads_nothing(db: TestDb) {
+    let client = client(&db, json!({"rotation_max_per_minute": 1})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    let rotate = |token: String| {
+        let client = &client;
+        async move {
+            client
+                .put("/auth/token/")
+                .header(auth(&token))
+                .dispatch()
+                .await
+        }
+    };
+    let res = rotate(token).await;
+    assert_eq!(res.status(), Status::Ok);
+    let token = body_json(res).await["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        rotate(token.clone()).await.status(),
+        Status::TooManyRequests
+    );
+    db.exec("DROP TABLE advanced_token_revocation_log").await;
+    for _ in 0..3 {
+        let res = rotate(token.clone()).await;
+        assert_eq!(res.status(), Status::TooManyRequests);
+        let retry: u64 = res
+            .headers()
+            .get_one("Retry-After")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+    }
 }
 
 /// Issue 12, item 5: PostgreSQL refusing new connections (55000, "not
