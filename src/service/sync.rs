@@ -1,6 +1,7 @@
 //! Keeping the token cache honest: the revocation log poll and, on
-//! PostgreSQL, the `LISTEN` task that reads the entries announced, at once. Both hold only a weak reference, so they end when the last
-//! handle (the Rocket that manages it) is dropped.
+//! PostgreSQL, the `LISTEN` task that reads the entries announced, at once.
+//! Both hold only a weak reference, so they end when the last handle (the
+//! Rocket that manages it) is dropped.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
