@@ -85,7 +85,7 @@ const MIN_SHARD: u64 = 4096;
 /// a working set the size of `token_cache_capacity` sent 0.3% of requests
 /// to the database. Each shard therefore gets room for four standard
 /// deviations over its share (a shard's count is binomial, its variance
-/// under its share): at most 6% more than `capacity`, with shards of at
+/// under its share): about 6% more than `capacity` at most, with shards of at
 /// least [`MIN_SHARD`] entries, and none at all with a single shard.
 fn entries(capacity: u64, parallelism: usize) -> quick_cache::sync::Cache<Key, Entry> {
     let capacity = capacity.max(1);
@@ -428,7 +428,11 @@ mod tests {
         c.apply_announced(&[x.clone(), all.clone()]);
         c.insert(&dg("y").hex(), row(1), c.now_ms(), c.generation());
         c.apply_log(&[x.clone(), all.clone()], c.now_ms(), ten);
-        c.apply_announced(&[x, all]);
+        c.apply_announced(&[x.clone(), all.clone()]);
+        // An announcement of something else forgets nothing either.
+        let z = (3, None, Some(dg("z").hex().to_string()));
+        c.apply_announced(std::slice::from_ref(&z));
+        c.apply_log(&[x, all, z], c.now_ms(), ten);
         assert!(c.get(&dg("y")).is_some(), "an entry was applied twice");
     }
 

@@ -37,12 +37,13 @@ impl AdvancedToken {
         rocket::tokio::spawn(poll(Arc::downgrade(&self.inner)));
     }
 
-    /// The window of log entries a poll reads, and the longest time between
-    /// two reads that cannot miss an entry (longer: the cache is dropped).
-    fn log_window(&self) -> (Duration, Duration) {
+    /// The window of log entries a poll reads (whole seconds, rounded up),
+    /// and the longest time between two reads that cannot miss an entry
+    /// (longer: the cache is dropped).
+    fn log_window(&self) -> (i64, Duration) {
         let period = self.cache().map_or(Duration::ZERO, |c| c.poll_interval());
         let gap = period + LOG_MARGIN;
-        (gap + self.inner.db_timeout, gap)
+        ((gap + self.inner.db_timeout).as_secs() as i64 + 1, gap)
     }
 
     /// One read of the revocation log, applied to the cache. A failed read
@@ -51,9 +52,8 @@ impl AdvancedToken {
         let Some(cache) = self.cache() else {
             return;
         };
-        let (window, gap) = self.log_window();
+        let (secs, gap) = self.log_window();
         let read_at = cache.now_ms();
-        let secs = window.as_secs() as i64 + 1;
         match self.db(|s| s.revocations(secs)).await {
             Ok(entries) => cache.apply_log(&entries, read_at, gap),
             Err(e) => log::warn!("advanced_token: cannot read the revocation log: {e}"),
@@ -64,14 +64,17 @@ impl AdvancedToken {
     /// notifications announced them: a read of what is new, where reading
     /// the whole window on every notification made each instance read
     /// every entry of the window up to 50 times a second under a stream of
-    /// revocations. `None` (a notification that names no number) reads the
+    /// revocations. Still within the poll's window, so that an old or
+    /// forged number cannot make entries the poll has forgotten apply
+    /// again. `None` (a notification that names no number) reads the
     /// window as a poll does.
     #[cfg(feature = "postgres")]
     async fn read_announced(&self, from: Option<i64>) {
         let (Some(cache), Some(from)) = (self.cache(), from) else {
             return self.poll_once().await;
         };
-        match self.db(|s| s.revocations_from(from)).await {
+        let secs = self.log_window().0;
+        match self.db(|s| s.revocations_from(from, secs)).await {
             Ok(entries) => cache.apply_announced(&entries),
             Err(e) => log::warn!("advanced_token: cannot read the revocation log: {e}"),
         }

@@ -332,11 +332,11 @@ pub(crate) trait Store: Import + Send + Sync + 'static {
     /// The revocation log's entries of the last `window` seconds (by the
     /// database's clock, which every instance shares).
     async fn revocations(&self, window: i64) -> Result<Vec<LogEntry>, sqlx::Error>;
-    /// The revocation log's entries from sequence number `seq` on: what a
-    /// notification announced. Only PostgreSQL announces entries (and only
-    /// its listener reads them so); the others poll.
+    /// The entries of [`Store::revocations`]' window from sequence number
+    /// `seq` on: what a notification announced. Only PostgreSQL announces
+    /// entries (and only its listener reads them so); the others poll.
     #[cfg(feature = "postgres")]
-    async fn revocations_from(&self, seq: i64) -> Result<Vec<LogEntry>, sqlx::Error>;
+    async fn revocations_from(&self, seq: i64, window: i64) -> Result<Vec<LogEntry>, sqlx::Error>;
     /// Deletes log entries older than `keep` seconds.
     async fn prune_revocations(&self, keep: i64) -> Result<u64, sqlx::Error>;
     /// Logs that a user changed behind the crate's back: every instance

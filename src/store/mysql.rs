@@ -582,11 +582,13 @@ impl Store for MySqlStore {
     }
 
     #[cfg(feature = "postgres")]
-    async fn revocations_from(&self, seq: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+    async fn revocations_from(&self, seq: i64, window: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT seq, user_id, digest FROM advanced_token_revocation_log WHERE seq >= ?",
+            "SELECT seq, user_id, digest FROM advanced_token_revocation_log \
+             WHERE seq >= ? AND revoked_at >= UNIX_TIMESTAMP() - ?",
         )
         .bind(seq)
+        .bind(window)
         .fetch_all(&self.pool)
         .await
     }

@@ -1627,6 +1627,42 @@ pub async fn postgres_announced_entries_are_read_out_of_order(db: TestDb) {
     assert!(took < 10.0, "the entry committed late took {took:.2}s");
 }
 
+/// A notification naming an old entry (replayed, or sent by anyone who
+/// can connect) reads only the poll's window: an entry the poll has left
+/// behind is not applied again. Here a revoke-all of long ago would empty
+/// the cache, and a token deleted behind the crate's back (still cached)
+/// would stop working.
+pub async fn postgres_an_old_announcement_applies_nothing_again(db: TestDb) {
+    // Written before the instance starts, so it never saw the entry's own
+    // notification, and its first poll's window leaves the entry out.
+    let setup = client(&db, json!({})).await;
+    at(&setup).create_user("alice", PW).await.unwrap();
+    drop(setup);
+    db.exec(
+        "INSERT INTO advanced_token_revocation_log (kind, revoked_at) \
+         VALUES ('all', CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) - 1000)",
+    )
+    .await;
+    let a = client(&db, json!({"token_cache_poll": 30.0})).await;
+    let old = db
+        .query_strings("SELECT MAX(seq) FROM advanced_token_revocation_log")
+        .await;
+    let old = old[0][0].clone().unwrap();
+    let token = login(&a, "alice", PW).await;
+    assert_eq!(check(&a, &token).await, Status::Ok);
+    db.exec("DELETE FROM advanced_token_tokens").await;
+    assert_eq!(check(&a, &token).await, Status::Ok, "served from the cache");
+    wait_for_listener(&db).await;
+    db.exec(&format!("NOTIFY advanced_token_revocations, '{old}'"))
+        .await;
+    rocket::tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        check(&a, &token).await,
+        Status::Ok,
+        "an old revoke-all was applied again"
+    );
+}
+
 /// Waits until the instance's revocation listener has issued its LISTEN
 /// (the last statement of an otherwise idle connection to this database).
 async fn wait_for_listener(db: &TestDb) {
