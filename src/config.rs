@@ -271,7 +271,8 @@ pub struct Config {
 
     /// How many tokens the cache holds: it evicts none before it holds this
     /// many. Its shards fill unevenly, so above 8,192 it has a few percent
-    /// of headroom (at most 1/16 more); size memory at ~560 bytes a token.
+    /// of headroom (about 1/16 more at most); size memory at ~560 bytes a
+    /// token.
     ///
     /// _Default:_ `100000`.
     pub token_cache_capacity: u64,

@@ -43,11 +43,12 @@ impl Refusals {
         Some(left.as_secs() + 1)
     }
 
-    /// Refuses `id` for `retry` seconds less one: the database counts in
-    /// whole seconds, so the last one is left to its answer.
-    fn hold(&self, id: &UserId, retry: u64) {
+    /// Refuses `id` for `retry` seconds (at most 60) from `asked`, the
+    /// moment before the database was asked, less one: the database counts
+    /// in whole seconds, so the last one is left to its answer.
+    fn hold(&self, id: &UserId, asked: std::time::Instant, retry: u64) {
         if retry > 1 {
-            let until = std::time::Instant::now() + std::time::Duration::from_secs(retry - 1);
+            let until = asked + std::time::Duration::from_secs(retry.min(60) - 1);
             self.0.insert(id.to_string(), until);
         }
     }
@@ -345,12 +346,14 @@ impl AdvancedToken {
             return Err(Error::TooManyRotations(left));
         }
         let max = i64::from(self.config().rotation_max_per_minute);
+        // Before the query: the database's `now` is no later than this.
+        let asked = std::time::Instant::now();
         let (count, oldest, now) = self.db(|s| s.recent_rotations(id, 60)).await?;
         if count < max {
             return Ok(());
         }
-        let retry = oldest.map_or(60, |t| t + 60 - now).max(1) as u64;
-        refused.hold(id, retry);
+        let retry = oldest.map_or(60, |t| t + 60 - now).clamp(1, 60) as u64;
+        refused.hold(id, asked, retry);
         Err(Error::TooManyRotations(retry))
     }
 
