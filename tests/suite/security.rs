@@ -468,14 +468,7 @@ pub async fn rotations_are_rate_limited_per_user(db: TestDb) {
         .header(auth(&token))
         .dispatch()
         .await;
-    assert_eq!(res.status(), Status::TooManyRequests);
-    let retry: u64 = res
-        .headers()
-        .get_one("Retry-After")
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry), "{retry}");
+    assert_rotation_refused(&res);
     assert_eq!(
         body_json(res).await,
         json!({"detail": "Too many token rotations. Try again later."})
@@ -522,16 +515,20 @@ pub async fn a_refused_rotation_reads_nothing(db: TestDb) {
     );
     db.exec("DROP TABLE advanced_token_revocation_log").await;
     for _ in 0..3 {
-        let res = rotate(token.clone()).await;
-        assert_eq!(res.status(), Status::TooManyRequests);
-        let retry: u64 = res
-            .headers()
-            .get_one("Retry-After")
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!((1..=60).contains(&retry), "{retry}");
+        assert_rotation_refused(&rotate(token.clone()).await);
     }
+}
+
+/// A refused rotation: 429, with a `Retry-After` within the minute.
+fn assert_rotation_refused(res: &rocket::local::asynchronous::LocalResponse<'_>) {
+    assert_eq!(res.status(), Status::TooManyRequests);
+    let retry: u64 = res
+        .headers()
+        .get_one("Retry-After")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
 }
 
 /// Issue 12, item 5: PostgreSQL refusing new connections (55000, "not
