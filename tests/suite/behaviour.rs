@@ -1720,6 +1720,17 @@ pub async fn the_guard_reads_headers_as_rocket_does(db: TestDb) {
         (None, vec![("X-Real-IP", "198.51.100.7")], "198.51.100.7"),
         (None, vec![("x-real-ip", "2001:db8::7")], "2001:db8::7"),
         (None, vec![("X-Real-IP", "not an address")], "192.0.2.50"),
+        // The first of several values counts, even when it is malformed.
+        (
+            None,
+            vec![("X-REAL-IP", "198.51.100.7"), ("X-Real-IP", "203.0.113.9")],
+            "198.51.100.7",
+        ),
+        (
+            None,
+            vec![("X-Real-IP", "bad"), ("x-real-ip", "203.0.113.9")],
+            "192.0.2.50",
+        ),
         (
             Some(json!(false)),
             vec![("X-Real-IP", "198.51.100.7")],
