@@ -408,7 +408,9 @@ def guarded_vs_bare(kind, db_url):
 def rotation_attack(limit):
     """Issue 12 item 2: two instances on one PostgreSQL; A's guarded
     requests/s while one user rotates its token in a tight loop on B,
-    against A's baseline, alternated."""
+    against A's baseline, alternated. A control runs the same loop reading
+    (GET token/, which revokes nothing): on a small machine the loop, B and
+    PostgreSQL take CPU from A and wrk whatever the loop sends."""
     db_url, name = pg_db(f"rotate{limit or 'default'}")
     cli(db_url, "create-user", "bench", "--password", PASSWORD)
     cli(db_url, "create-user", "rotator", "--password", PASSWORD)
@@ -419,40 +421,56 @@ def rotation_attack(limit):
     token, rot = a.login("bench"), b.login("rotator")
     url = a.url("/api/hello/")
     wrk(url, token, seconds=1)
-    idle, attacked, rotations = [], [], []
-    b_cores = []
+    idle, reading, attacked, rotations, b_cores = [], [], [], [], []
     for _ in range(RUNS):
         idle.append(wrk_on(a, url, token))
-        rotator = subprocess.Popen([sys.executable, ROTATE, str(b.port), rot, str(SECONDS + 2)],
-                                   stdout=subprocess.PIPE, text=True)
-        time.sleep(1)
-        b_before, started = b.cpu_seconds(), time.time()
-        attacked.append(wrk_on(a, url, token))
-        b_cores.append((b.cpu_seconds() - b_before) / (time.time() - started))
-        out, _ = rotator.communicate()
-        r = json.loads(out)
+        reading.append(under_loop(a, b, url, token, rot, "read")[0])
+        res, r, cores = under_loop(a, b, url, token, rot, "rotate")
+        attacked.append(res)
         rot = r["token"]
-        if r["other"]:
-            raise SystemExit(f"the rotation loop got answers other than 200 and 429: {r}")
         rotations.append(r)
+        b_cores.append(cores)
     if not sum(r["ok"] for r in rotations):
         raise SystemExit("the rotation loop rotated nothing")
-    check_ok(idle + attacked, "rotation attack")
+    check_ok(idle + reading + attacked, "rotation attack")
     rss = a.peak_rss_mib()
     a.stop()
     b.stop()
     pg_drop(name)
-    i, x = median(idle, "rps"), median(attacked, "rps")
+    rotation_rows(limit, idle, reading, attacked, rotations, b_cores, rss)
+
+
+def under_loop(a, b, url, token, rot, mode):
+    """wrk on A while bench/rotate.py loops on B (`mode` "rotate" or
+    "read"): A's result, the loop's report, B's cores in use."""
+    extra = ["read"] if mode == "read" else []
+    loop = subprocess.Popen([sys.executable, ROTATE, str(b.port), rot, str(SECONDS + 2)] + extra,
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    b_before, started = b.cpu_seconds(), time.time()
+    res = wrk_on(a, url, token)
+    cores = (b.cpu_seconds() - b_before) / (time.time() - started)
+    out, _ = loop.communicate()
+    r = json.loads(out)
+    if r["other"]:
+        raise SystemExit(f"the {mode} loop got answers other than 200 and 429: {r}")
+    return res, r, cores
+
+
+def rotation_rows(limit, idle, reading, attacked, rotations, b_cores, rss):
+    """The rows of `rotation_attack`."""
+    i, c, x = median(idle, "rps"), median(reading, "rps"), median(attacked, "rps")
     took = sum(r["seconds"] for r in rotations)
     ok = sum(r["ok"] for r in rotations) / took
     refused = sum(r["limited"] for r in rotations) / took
     what = f"rotation_max_per_minute {limit:,}" if limit else "rotation_max_per_minute default (30)"
     row(f"instance A's guarded requests/s while a user rotates in a loop on B / idle, postgres, {what}",
         f"{x:,.0f}", f"{i:,.0f}", f"{x / i:.2f}", "≥ 0.8", f"{rss:.0f}")
+    row(f"  the same, against the same loop on B reading (GET token/) instead, {what}",
+        f"{x:,.0f}", f"{c:,.0f}", f"{x / c:.2f}", "", "")
     row(f"  B: rotations/s served (200) / refused (429) over all runs, {what}", f"{ok:,.0f} / {refused:,.0f}", "", "", "", "")
-    # On a small machine the loop, B and PostgreSQL take cores from A and
-    # wrk: A's CPU per request says whether the attack makes A work harder
-    # (a cache dropped on every rotation would), apart from that.
+    # A's CPU per request says whether the attack makes A work harder (a
+    # cache dropped on every rotation would), apart from the CPU it takes.
     ci, cx = median(idle, "cpu_us"), median(attacked, "cpu_us")
     row(f"  A's server CPU µs per request, attacked / idle (ratio idle / attacked); B's CPU meanwhile "
         f"{statistics.median(b_cores):.2f} cores, {what}", f"{cx:.1f}", f"{ci:.1f}", f"{ci / cx:.2f}", "", "")
