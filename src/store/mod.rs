@@ -334,9 +334,14 @@ pub(crate) trait Store: Import + Send + Sync + 'static {
     async fn revocations(&self, window: i64) -> Result<Vec<LogEntry>, sqlx::Error>;
     /// The entries of [`Store::revocations`]' window from sequence number
     /// `seq` on: what a notification announced. Only PostgreSQL announces
-    /// entries (and only its listener reads them so); the others poll.
+    /// entries, and only its listener calls this, with a query of its own;
+    /// here, the window's entries from `seq` on.
     #[cfg(feature = "postgres")]
-    async fn revocations_from(&self, seq: i64, window: i64) -> Result<Vec<LogEntry>, sqlx::Error>;
+    async fn revocations_from(&self, seq: i64, window: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
+        let mut entries = self.revocations(window).await?;
+        entries.retain(|(s, _, _)| *s >= seq);
+        Ok(entries)
+    }
     /// Deletes log entries older than `keep` seconds.
     async fn prune_revocations(&self, keep: i64) -> Result<u64, sqlx::Error>;
     /// Logs that a user changed behind the crate's back: every instance

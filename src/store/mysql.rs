@@ -581,18 +581,6 @@ impl Store for MySqlStore {
         .await
     }
 
-    #[cfg(feature = "postgres")]
-    async fn revocations_from(&self, seq: i64, window: i64) -> Result<Vec<LogEntry>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT seq, user_id, digest FROM advanced_token_revocation_log \
-             WHERE seq >= ? AND revoked_at >= UNIX_TIMESTAMP() - ?",
-        )
-        .bind(seq)
-        .bind(window)
-        .fetch_all(&self.pool)
-        .await
-    }
-
     async fn prune_revocations(&self, keep: i64) -> Result<u64, sqlx::Error> {
         let done = sqlx::query(
             "DELETE FROM advanced_token_revocation_log WHERE revoked_at < UNIX_TIMESTAMP() - ?",
