@@ -41,6 +41,7 @@ macro_rules! all_security_tests {
             rotation_keeps_the_lifetime_of_the_first_login,
             rotations_are_rate_limited_per_user,
             a_refused_rotation_reads_nothing,
+            a_refusal_ends_when_the_oldest_rotation_ages_out,
             an_attempt_that_cannot_be_recorded_runs_no_argon2,
             successful_logins_are_capped_per_account,
             a_use_racing_a_rotation_leaves_the_new_token_alone,
@@ -519,8 +520,42 @@ pub async fn a_refused_rotation_reads_nothing(db: TestDb) {
     }
 }
 
-/// A refused rotation: 429, with a `Retry-After` within the minute.
-fn assert_rotation_refused(res: &rocket::local::asynchronous::LocalResponse<'_>) {
+/// A refusal held in memory ends when the oldest rotation counted ages out
+/// of the minute, as the database's own answer would, not a fixed minute
+/// later: with the user's one rotation made 57 s old, the next is refused
+/// for at most 3 s, and one 4.5 s later succeeds.
+pub async fn a_refusal_ends_when_the_oldest_rotation_ages_out(db: TestDb) {
+    let client = client(&db, json!({"rotation_max_per_minute": 1})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    let rotate = |token: String| {
+        let client = &client;
+        async move {
+            client
+                .put("/auth/token/")
+                .header(auth(&token))
+                .dispatch()
+                .await
+        }
+    };
+    let res = rotate(token).await;
+    assert_eq!(res.status(), Status::Ok);
+    let token = body_json(res).await["token"].as_str().unwrap().to_owned();
+    db.exec("UPDATE advanced_token_revocation_log SET revoked_at = revoked_at - 57 WHERE kind = 'rotate'")
+        .await;
+    let started = std::time::Instant::now();
+    // Asked once from the database, then from memory.
+    for _ in 0..2 {
+        let retry = assert_rotation_refused(&rotate(token.clone()).await);
+        assert!(retry <= 3, "Retry-After {retry}");
+    }
+    rocket::tokio::time::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed())).await;
+    assert_eq!(rotate(token).await.status(), Status::Ok);
+}
+
+/// A refused rotation: 429, with a `Retry-After` within the minute; its
+/// seconds.
+fn assert_rotation_refused(res: &rocket::local::asynchronous::LocalResponse<'_>) -> u64 {
     assert_eq!(res.status(), Status::TooManyRequests);
     let retry: u64 = res
         .headers()
@@ -529,6 +564,7 @@ fn assert_rotation_refused(res: &rocket::local::asynchronous::LocalResponse<'_>)
         .parse()
         .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
+    retry
 }
 
 /// Issue 12, item 5: PostgreSQL refusing new connections (55000, "not
