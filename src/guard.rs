@@ -50,7 +50,9 @@ fn keep_failure(req: &Request<'_>, error: Error) -> Error {
 
 /// The first value of a request header: a scan of the request's few
 /// headers, which on the guard's path is cheaper than `get_one`'s hashing
-/// of the name (Rocket hashes it a byte at a time).
+/// of the name (Rocket hashes it a byte at a time). A hostile request
+/// cannot make it long: hyper, as Rocket runs it, parses at most 100
+/// headers.
 fn header<'r>(req: &'r Request<'_>, name: &str) -> Option<&'r str> {
     // `iter` lends the map's values: the `Owned` arm is never taken.
     req.headers().iter().find_map(|h| match h.value {
