@@ -176,6 +176,7 @@ mod postgres {
     // LISTEN/NOTIFY exists on PostgreSQL only.
     suite!(Postgres: postgres_notifies_revocations);
     suite!(Postgres: postgres_announced_entries_are_read_out_of_order);
+    suite!(Postgres: postgres_a_burst_is_read_from_its_lowest_number);
     suite!(Postgres: postgres_an_old_announcement_applies_nothing_again);
 }
 
