@@ -48,17 +48,29 @@ fn keep_failure(req: &Request<'_>, error: Error) -> Error {
     kept.clone()
 }
 
+/// The headers [`header`] scans before it leaves the lookup to Rocket:
+/// more than an ordinary request carries. (HTTP/2 lets a client send
+/// thousands.)
+const SCAN_LIMIT: usize = 32;
+
 /// The first value of a request header: a scan of the request's few
 /// headers, which on the guard's path is cheaper than `get_one`'s hashing
-/// of the name (Rocket hashes it a byte at a time). A hostile request
-/// cannot make it long: hyper, as Rocket runs it, parses at most 100
-/// headers.
+/// of the name (Rocket hashes it a byte at a time); `get_one` past
+/// [`SCAN_LIMIT`] headers.
 fn header<'r>(req: &'r Request<'_>, name: &str) -> Option<&'r str> {
-    // `iter` lends the map's values: the `Owned` arm is never taken.
-    req.headers().iter().find_map(|h| match h.value {
-        Cow::Borrowed(value) if h.name() == name => Some(value),
-        _ => None,
-    })
+    let mut headers = req.headers().iter();
+    for h in headers.by_ref().take(SCAN_LIMIT) {
+        // `iter` lends the map's values: the `Owned` arm is never taken.
+        if let Cow::Borrowed(value) = h.value {
+            if h.name() == name {
+                return Some(value);
+            }
+        }
+    }
+    match headers.next() {
+        Some(_) => req.headers().get_one(name),
+        None => None,
+    }
 }
 
 /// `Request::client_ip`, with the header found by [`header`]: the
