@@ -544,7 +544,8 @@ pub async fn a_refusal_ends_when_the_oldest_rotation_ages_out(db: TestDb) {
     db.exec("UPDATE advanced_token_revocation_log SET revoked_at = revoked_at - 57 WHERE kind = 'rotate'")
         .await;
     let started = std::time::Instant::now();
-    // Asked once from the database, then from memory.
+    // The first answer is the database's; the second is the memo's (that
+    // it asks nothing is `a_refused_rotation_reads_nothing`).
     for _ in 0..2 {
         let retry = assert_rotation_refused(&rotate(token.clone()).await);
         assert!(retry <= 3, "Retry-After {retry}");
