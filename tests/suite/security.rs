@@ -494,29 +494,14 @@ pub async fn rotations_are_rate_limited_per_user(db: TestDb) {
 /// the database no read per request. Shown with the log the limit is
 /// counted in gone: the refusal still answers 429, not an error.
 pub async fn a_refused_rotation_reads_nothing(db: TestDb) {
-    let client = client(&db, json!({"rotation_max_per_minute": 1})).await;
-    at(&client).create_user("alice", PW).await.unwrap();
-    let token = login(&client, "alice", PW).await;
-    let rotate = |token: String| {
-        let client = &client;
-        async move {
-            client
-                .put("/auth/token/")
-                .header(auth(&token))
-                .dispatch()
-                .await
-        }
-    };
-    let res = rotate(token).await;
-    assert_eq!(res.status(), Status::Ok);
-    let token = body_json(res).await["token"].as_str().unwrap().to_owned();
+    let (client, token) = rotated_once(&db).await;
     assert_eq!(
-        rotate(token.clone()).await.status(),
+        rotate(&client, &token).await.status(),
         Status::TooManyRequests
     );
     db.exec("DROP TABLE advanced_token_revocation_log").await;
     for _ in 0..3 {
-        assert_rotation_refused(&rotate(token.clone()).await);
+        assert_rotation_refused(&rotate(&client, &token).await);
     }
 }
 
@@ -525,33 +510,42 @@ pub async fn a_refused_rotation_reads_nothing(db: TestDb) {
 /// later: with the user's one rotation made 57 s old, the next is refused
 /// for at most 3 s, and one 4.5 s later succeeds.
 pub async fn a_refusal_ends_when_the_oldest_rotation_ages_out(db: TestDb) {
-    let client = client(&db, json!({"rotation_max_per_minute": 1})).await;
-    at(&client).create_user("alice", PW).await.unwrap();
-    let token = login(&client, "alice", PW).await;
-    let rotate = |token: String| {
-        let client = &client;
-        async move {
-            client
-                .put("/auth/token/")
-                .header(auth(&token))
-                .dispatch()
-                .await
-        }
-    };
-    let res = rotate(token).await;
-    assert_eq!(res.status(), Status::Ok);
-    let token = body_json(res).await["token"].as_str().unwrap().to_owned();
+    let (client, token) = rotated_once(&db).await;
     db.exec("UPDATE advanced_token_revocation_log SET revoked_at = revoked_at - 57 WHERE kind = 'rotate'")
         .await;
     let started = std::time::Instant::now();
     // The first answer is the database's; the second is the memo's (that
     // it asks nothing is `a_refused_rotation_reads_nothing`).
     for _ in 0..2 {
-        let retry = assert_rotation_refused(&rotate(token.clone()).await);
+        let retry = assert_rotation_refused(&rotate(&client, &token).await);
         assert!(retry <= 3, "Retry-After {retry}");
     }
     rocket::tokio::time::sleep(Duration::from_millis(4500).saturating_sub(started.elapsed())).await;
-    assert_eq!(rotate(token).await.status(), Status::Ok);
+    assert_eq!(rotate(&client, &token).await.status(), Status::Ok);
+}
+
+/// An app allowing one rotation a minute, and alice's token after her
+/// one rotation.
+async fn rotated_once(db: &TestDb) -> (rocket::local::asynchronous::Client, String) {
+    let client = client(db, json!({"rotation_max_per_minute": 1})).await;
+    at(&client).create_user("alice", PW).await.unwrap();
+    let token = login(&client, "alice", PW).await;
+    let res = rotate(&client, &token).await;
+    assert_eq!(res.status(), Status::Ok);
+    let token = body_json(res).await["token"].as_str().unwrap().to_owned();
+    (client, token)
+}
+
+/// `PUT token/` with `token`.
+async fn rotate<'c>(
+    client: &'c rocket::local::asynchronous::Client,
+    token: &str,
+) -> rocket::local::asynchronous::LocalResponse<'c> {
+    client
+        .put("/auth/token/")
+        .header(auth(token))
+        .dispatch()
+        .await
 }
 
 /// A refused rotation: 429, with a `Retry-After` within the minute; its
