@@ -16,6 +16,7 @@ use crate::backend::UserBackend;
 use crate::error::{shaped_body, www_authenticate, BodyHook, Error, ShapeBody};
 use crate::guard::{cached_failure, HANDLED_MARK};
 use crate::pool::DbPool;
+use crate::routes::shadowed;
 use crate::service::{AdvancedToken, Clock, Options, PasswordRule};
 
 /// The warning for a server that takes the client IP (and so the per-IP
@@ -284,6 +285,10 @@ impl Fairing for TokenFairing {
             .is_some_and(|m| !m.name.starts_with("rocket::Config"));
         if let Some(warning) = ip_header_warning(rocket.config(), explicit) {
             log::warn!("advanced_token: {warning}");
+        }
+        let routes: Vec<_> = rocket.routes().collect();
+        for (method, path, app) in shadowed(&routes) {
+            log::warn!("advanced_token: {method} {path} is answered by the app's route `{app}`, not the crate's");
         }
         if let Some(at) = rocket.state::<AdvancedToken>() {
             if let Some(file) = at.created_database_file() {

@@ -30,6 +30,20 @@ const PATHS: [(&str, &[Method]); 5] = [
     ("/logout", &[Method::Get, Method::Post]),
 ];
 
+/// The rank of every route of the crate: tried just after the app's own
+/// routes with static paths (Rocket ranks those -12 to -9 by default) and
+/// before its routes with a dynamic segment (-8 to -1). So Rocket does not
+/// try the crate's routes before each request to one of the app's static
+/// routes, and an app route of the same method and path answers instead of
+/// the crate's (the fairing warns at liftoff), as Rocket's `FileServer`
+/// yields to the app's routes with its rank 10.
+pub(crate) const RANK: isize = -8;
+
+/// The start of the name of every crate route with a handler of its own,
+/// as Rocket's launch log shows it. (Those that answer 405 and `OPTIONS`
+/// are unnamed.)
+pub(crate) const NAME_PREFIX: &str = "advanced_token::";
+
 /// The methods a route may be mounted for that are not served get 405.
 const ALL_METHODS: [Method; 7] = [
     Method::Get,
@@ -109,7 +123,40 @@ pub fn routes() -> Vec<Route> {
         };
         all.push(Route::new(Method::Options, path, options));
     }
+    for route in &mut all {
+        route.rank = RANK;
+        if let Some(name) = &route.name {
+            route.name = Some(format!("{NAME_PREFIX}{name}").into());
+        }
+    }
     all
+}
+
+/// The crate's endpoints in `routes` that a route of the app answers
+/// instead: one of the same method and path, ranked before them. Each as
+/// `(method, path, the app route's name)`. (An app route in the place of a
+/// 405 or `OPTIONS` answer is what those answers are there for.)
+pub(crate) fn shadowed(routes: &[&Route]) -> Vec<(Method, String, String)> {
+    let served = |r: &Route| {
+        r.name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(NAME_PREFIX))
+    };
+    let path = |r: &Route| r.uri.path().to_string().trim_end_matches('/').to_owned();
+    let mut found = Vec::new();
+    for crate_route in routes.iter().filter(|r| served(r)) {
+        let app = routes.iter().find(|r| {
+            !served(r)
+                && r.method == crate_route.method
+                && r.rank < crate_route.rank
+                && path(r) == path(crate_route)
+        });
+        if let Some(app) = app {
+            let name = app.name.as_deref().unwrap_or("unnamed").to_owned();
+            found.push((crate_route.method, path(crate_route), name));
+        }
+    }
+    found
 }
 
 /// A response that carries a token: `Cache-Control: no-store` and
@@ -301,5 +348,39 @@ mod tests {
         assert_eq!(allow("/tokens", &[]), "GET, HEAD, OPTIONS");
         assert_eq!(allow("/tokens/<id>", &[]), "DELETE, OPTIONS");
         assert_eq!(allow("/logout", &[Method::Get, Method::Post]), "OPTIONS");
+    }
+
+    #[get("/token")]
+    fn app_token() {}
+
+    #[get("/login")]
+    fn login_page() {}
+
+    #[get("/hello")]
+    fn hello() {}
+
+    #[test]
+    fn the_apps_static_routes_come_first_and_shadowing_is_named() {
+        let rocket = rocket::build()
+            .mount("/auth", routes())
+            .mount("/auth", routes![app_token, login_page])
+            .mount("/api", routes![hello]);
+        let all: Vec<&Route> = rocket.routes().collect();
+        // An app route with a static path (rank -9) is tried before any of
+        // the crate's, whatever the mount order.
+        let hello = all.iter().find(|r| r.uri.path() == "/api/hello").unwrap();
+        let ours = routes();
+        assert!(ours.iter().all(|r| r.rank == RANK && r.rank > hello.rank));
+        assert_eq!(all.iter().filter(|r| r.rank == RANK).count(), ours.len());
+        // The app's `GET /auth/token` answers instead of the crate's: named.
+        // Its `GET /auth/login` takes the place of a 405: not named.
+        assert_eq!(
+            shadowed(&all),
+            vec![(
+                Method::Get,
+                "/auth/token".to_owned(),
+                "app_token".to_owned()
+            )]
+        );
     }
 }

@@ -35,6 +35,11 @@ fn optional(user: Option<AuthUser>) -> (Status, &'static str) {
     }
 }
 
+#[get("/login")]
+fn login_page() -> &'static str {
+    "the app's login form"
+}
+
 async fn custom(db: &TestDb, settings: Value, fairing: TokenFairing) -> Client {
     let rocket = rocket::custom(db.figment(settings))
         .attach(fairing)
@@ -411,4 +416,31 @@ pub async fn sessions_and_lookups_with_the_apps_users(db: TestDb) {
         at.create_user_with_hash("c@example.com", &hash).await,
         Err(Error::Config(_))
     ));
+}
+
+/// An app can serve its own route on one of the crate's paths where the
+/// crate only answers 405 (an HTML login form at `GET login/`): the crate's
+/// routes rank after the app's static ones. (They used to rank alike, and
+/// Rocket refused to launch the two colliding routes.)
+pub async fn the_apps_own_route_takes_a_405s_place(db: TestDb) {
+    let rocket = rocket::custom(db.figment(json!({})))
+        .attach(AdvancedToken::fairing())
+        .mount("/auth", rocket_advanced_token::routes())
+        .mount("/auth", routes![login_page]);
+    let client = Client::tracked(rocket).await.expect("app launches");
+    at(&client).create_user("alice", PW).await.unwrap();
+    for path in ["/auth/login", "/auth/login/"] {
+        let res = client.get(path).dispatch().await;
+        assert_eq!(res.status(), Status::Ok);
+        assert_eq!(res.into_string().await.unwrap(), "the app's login form");
+    }
+    let res = client
+        .post("/auth/login/")
+        .header(ContentType::JSON)
+        .body(json!({ "username": "alice", "password": PW }).to_string())
+        .dispatch()
+        .await;
+    assert_eq!(res.status(), Status::Ok, "the crate still logs in");
+    let res = client.put("/auth/login/").dispatch().await;
+    assert_eq!(res.status(), Status::MethodNotAllowed);
 }

@@ -135,6 +135,7 @@ macro_rules! all_behaviour_tests {
             app_responses_are_never_rewritten,
             error_bodies_can_be_shaped,
             sessions_and_lookups_with_the_apps_users,
+            the_apps_own_route_takes_a_405s_place,
         );
     };
 }
