@@ -32,7 +32,8 @@ const PATHS: [(&str, &[Method]); 5] = [
 
 /// The rank of every route of the crate: tried just after the app's own
 /// routes with static paths (Rocket ranks those -12 to -9 by default) and
-/// before its routes with a dynamic segment (-8 to -1). So Rocket does not
+/// before its routes with a dynamic segment (-7 to -1; -8 for one with a
+/// static query, tried in mount order with the crate's). So Rocket does not
 /// try the crate's routes before each request to one of the app's static
 /// routes, and an app route of the same method and path answers instead of
 /// the crate's (the fairing warns at liftoff), as Rocket's `FileServer`
