@@ -108,11 +108,11 @@
 //! token header. Token string should not contain spaces.`, `Invalid token.`,
 //! `User inactive or deleted.`, and `Token has expired.`.
 //!
-//! The routes have rank -8: Rocket tries them after the app's routes with
-//! static paths and before those with a dynamic segment. An app route of
-//! the same method and path as one of the crate's endpoints answers instead
-//! of it (the fairing warns at liftoff), and one may take the place of a
-//! 405 (a form at `GET /auth/login`).
+//! The routes with static paths have rank -8, one after Rocket's default:
+//! Rocket tries them after the app's own static routes. An app route of the
+//! same method and static path as one of the crate's endpoints answers
+//! instead of it (the fairing warns at liftoff), and one may take the place
+//! of a 405 (a form at `GET /auth/login`).
 //!
 //! # In your app
 //!

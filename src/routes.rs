@@ -30,14 +30,15 @@ const PATHS: [(&str, &[Method]); 5] = [
     ("/logout", &[Method::Get, Method::Post]),
 ];
 
-/// The rank of every route of the crate: tried just after the app's own
-/// routes with static paths (Rocket ranks those -12 to -9 by default) and
-/// before its routes with a dynamic segment (-7 to -1; -8 for one with a
-/// static query, tried in mount order with the crate's). So Rocket does not
-/// try the crate's routes before each request to one of the app's static
-/// routes, and an app route of the same method and path answers instead of
-/// the crate's (the fairing warns at liftoff), as Rocket's `FileServer`
-/// yields to the app's routes with its rank 10.
+/// The rank of the crate's routes with static paths (all but
+/// `tokens/<id>`'s): one after Rocket's default for a static path (-9), so
+/// Rocket tries them after the app's own static routes, and not before
+/// each request to one of those. An app route of the same method and path
+/// then answers instead of the crate's (the fairing warns at liftoff), as
+/// app routes do over Rocket's `FileServer` (rank 10). Routes with a
+/// dynamic segment keep their default ranks (-8 to -1), so -8 ties only
+/// with a dynamic path that has a static query, and Rocket refuses to
+/// launch such a route where it overlaps one of the crate's, as before.
 pub(crate) const RANK: isize = -8;
 
 /// The start of the name of every crate route with a handler of its own,
@@ -125,7 +126,9 @@ pub fn routes() -> Vec<Route> {
         all.push(Route::new(Method::Options, path, options));
     }
     for route in &mut all {
-        route.rank = RANK;
+        // `tokens/<id>` keeps its default, -5: ahead of the app's dynamic
+        // routes it would hide them.
+        route.rank = route.rank.max(RANK);
         if let Some(name) = &route.name {
             route.name = Some(format!("{NAME_PREFIX}{name}").into());
         }
@@ -371,8 +374,13 @@ mod tests {
         // the crate's, whatever the mount order.
         let hello = all.iter().find(|r| r.uri.path() == "/api/hello").unwrap();
         let ours = routes();
-        assert!(ours.iter().all(|r| r.rank == RANK && r.rank > hello.rank));
-        assert_eq!(all.iter().filter(|r| r.rank == RANK).count(), ours.len());
+        assert!(ours.iter().all(|r| r.rank >= RANK && r.rank > hello.rank));
+        // `tokens/<id>` keeps its default rank, after the static paths'.
+        let id = ours
+            .iter()
+            .find(|r| r.uri.path() == "/tokens/<id>")
+            .unwrap();
+        assert_eq!(id.rank, -5);
         // The app's `GET /auth/token` answers instead of the crate's: named.
         // Its `GET /auth/login` takes the place of a 405: not named.
         assert_eq!(
