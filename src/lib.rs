@@ -99,7 +99,7 @@
 //! | `GET tokens/` | 200 `[{"id", "created_at", "last_used_at", "expires_at", "current"}]`: the caller's tokens |
 //! | `DELETE tokens/<id>/` | 200; one of the caller's tokens deleted; 404 for a missing id or another user's, alike |
 //! | `GET` or `POST logout/` | 200; every token of the user is deleted |
-//! | any other method | 405 with `Allow` |
+//! | any other method / `OPTIONS` | 405 / 204, with `Allow` |
 //! | bad or missing token (token, logout, your guarded routes) | 401 with `WWW-Authenticate: <prefix>` |
 //! | database unreachable | 503 |
 //!
@@ -112,7 +112,9 @@
 //! Rocket tries them after the app's own static routes. An app route of the
 //! same method and static path as one of the crate's endpoints answers
 //! instead of it (the fairing warns at liftoff), and one may take the place
-//! of a 405 (a form at `GET /auth/login`).
+//! of a 405 (a form at `GET /auth/login`). `Allow` names what the path
+//! serves: the crate's methods less those switched off (`allow_rotation`,
+//! `allow_logout`), and the methods of the app's routes at that path.
 //!
 //! # In your app
 //!

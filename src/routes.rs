@@ -57,23 +57,76 @@ const ALL_METHODS: [Method; 7] = [
     Method::Connect,
 ];
 
-/// The `Allow` value of `path`, leaving out `except` (methods switched off
-/// by configuration): its methods, `HEAD` with `GET`, and `OPTIONS`.
-fn allow(path: &str, except: &[Method]) -> String {
+/// The `Allow` value of `path`: its methods less `except` (switched off by
+/// configuration), plus `extra` (the app's own routes at the path), `HEAD`
+/// with `GET`, and `OPTIONS`.
+fn allow(path: &str, except: &[Method], extra: &[Method]) -> String {
     let served = PATHS
         .iter()
         .find(|(p, _)| *p == path)
         .map_or(&[][..], |(_, methods)| *methods);
-    let mut out: Vec<&str> = served
+    let mut methods: Vec<Method> = served
         .iter()
         .filter(|m| !except.contains(m))
-        .map(|m| m.as_str())
+        .copied()
         .collect();
-    if out.contains(&"GET") {
+    for m in extra {
+        if !methods.contains(m) && !matches!(m, Method::Head | Method::Options) {
+            methods.push(*m);
+        }
+    }
+    let mut out: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+    if methods.contains(&Method::Get) || extra.contains(&Method::Head) {
         out.push("HEAD");
     }
     out.push("OPTIONS");
     out.join(", ")
+}
+
+/// The `Allow` value of the crate's `path` as `req` is answered there:
+/// less `except` and the methods configuration switched off, plus those of
+/// the app's routes at the same path.
+fn allow_at(req: &Request<'_>, path: &str, except: &[Method]) -> String {
+    let mut off = except.to_vec();
+    if let Some(at) = req.rocket().state::<AdvancedToken>() {
+        off.extend(switched_off(at, path));
+    }
+    allow(path, &off, &app_methods(req))
+}
+
+/// The methods of the crate's `path` that `at`'s configuration switched off.
+fn switched_off(at: &AdvancedToken, path: &str) -> Vec<Method> {
+    let mut off = Vec::new();
+    if path == "/token" && !at.config().allow_rotation {
+        off.push(Method::Put);
+    }
+    if !at.config().allow_logout {
+        match path {
+            "/token" => off.push(Method::Delete),
+            "/logout" => off.extend([Method::Get, Method::Post]),
+            _ => {}
+        }
+    }
+    off
+}
+
+/// The methods of the app's routes at the path of the crate route that
+/// answers `req`: those of the same path ranked before it. (The crate's
+/// routes at one path share one rank.)
+fn app_methods(req: &Request<'_>) -> Vec<Method> {
+    let Some(ours) = req.route() else {
+        return Vec::new();
+    };
+    req.rocket()
+        .routes()
+        .filter(|r| r.rank < ours.rank && path_of(r) == path_of(ours))
+        .map(|r| r.method)
+        .collect()
+}
+
+/// A route's mounted path, without a trailing slash.
+fn path_of(route: &Route) -> &str {
+    route.uri.path().trim_end_matches('/')
 }
 
 /// The crate's routes, to mount under any base:
@@ -111,16 +164,15 @@ pub fn routes() -> Vec<Route> {
         logout_post
     ];
     for (path, served) in PATHS {
-        let allow = allow(path, &[]);
         for method in ALL_METHODS.into_iter().filter(|m| !served.contains(m)) {
             let handler = Other {
-                allow: allow.clone(),
+                path,
                 options: false,
             };
             all.push(Route::new(method, path, handler));
         }
         let options = Other {
-            allow,
+            path,
             options: true,
         };
         all.push(Route::new(Method::Options, path, options));
@@ -146,18 +198,17 @@ pub(crate) fn shadowed(routes: &[&Route]) -> Vec<(Method, String, String)> {
             .as_deref()
             .is_some_and(|n| n.starts_with(NAME_PREFIX))
     };
-    let path = |r: &Route| r.uri.path().to_string().trim_end_matches('/').to_owned();
     let mut found = Vec::new();
     for crate_route in routes.iter().filter(|r| served(r)) {
         let app = routes.iter().find(|r| {
             !served(r)
                 && r.method == crate_route.method
                 && r.rank < crate_route.rank
-                && path(r) == path(crate_route)
+                && path_of(r) == path_of(crate_route)
         });
         if let Some(app) = app {
             let name = app.name.as_deref().unwrap_or("unnamed").to_owned();
-            found.push((crate_route.method, path(crate_route), name));
+            found.push((crate_route.method, path_of(crate_route).to_owned(), name));
         }
     }
     found
@@ -177,8 +228,9 @@ impl<'r, R: Responder<'r, 'static>> Responder<'r, 'static> for NoStore<R> {
     }
 }
 
-/// An error answer, with the `Allow` header of its path when it is a 405.
-struct Refused(Error, Option<String>);
+/// An error answer; a 405 names its path (and a method it refuses beyond
+/// those configuration switched off), for the `Allow` header.
+struct Refused(Error, Option<(&'static str, Option<Method>)>);
 
 impl From<Error> for Refused {
     fn from(e: Error) -> Self {
@@ -189,8 +241,9 @@ impl From<Error> for Refused {
 impl<'r> Responder<'r, 'static> for Refused {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
         let mut res = self.0.respond_to(req)?;
-        if let Some(allow) = self.1 {
-            res.set_header(Header::new("Allow", allow));
+        if let Some((path, refused)) = self.1 {
+            let except: Vec<Method> = refused.into_iter().collect();
+            res.set_header(Header::new("Allow", allow_at(req, path, &except)));
         }
         Ok(res)
     }
@@ -215,18 +268,6 @@ async fn check_token(user: Result<AuthUser, Error>) -> Result<Json<Value>, Error
     Ok(Json(json!({ "username": user.username })))
 }
 
-/// The methods of `token/` that configuration switched off.
-fn token_off(at: &AdvancedToken) -> Vec<Method> {
-    let mut off = Vec::new();
-    if !at.config().allow_rotation {
-        off.push(Method::Put);
-    }
-    if !at.config().allow_logout {
-        off.push(Method::Delete);
-    }
-    off
-}
-
 /// `PUT token/`: rotate the token the request authenticated with.
 #[put("/token")]
 async fn rotate_token(
@@ -236,9 +277,7 @@ async fn rotate_token(
     match at.rotate(&user?).await {
         Ok(token) => Ok(NoStore(Json(json!({ "token": token })))),
         Err(e @ (Error::RotationDisabled | Error::RotationLocked)) => {
-            let mut off = token_off(at);
-            off.push(Method::Put);
-            Err(Refused(e, Some(allow("/token", &off))))
+            Err(Refused(e, Some(("/token", Some(Method::Put)))))
         }
         Err(e) => Err(e.into()),
     }
@@ -252,7 +291,7 @@ async fn logout_device(
 ) -> Result<Json<Value>, Refused> {
     match at.logout_device(&user?).await {
         Ok(()) => Ok(Json(json!({ "detail": "Logged out of this device." }))),
-        Err(e @ Error::LogoutDisabled) => Err(Refused(e, Some(allow("/token", &token_off(at))))),
+        Err(e @ Error::LogoutDisabled) => Err(Refused(e, Some(("/token", None)))),
         Err(e) => Err(e.into()),
     }
 }
@@ -284,10 +323,7 @@ async fn delete_session(
 async fn logout(at: &AdvancedToken, user: Result<AuthUser, Error>) -> Result<Json<Value>, Refused> {
     match at.logout(&user?).await {
         Ok(_) => Ok(Json(json!({ "detail": "Logged out of every device." }))),
-        Err(e @ Error::LogoutDisabled) => {
-            let off = [Method::Get, Method::Post];
-            Err(Refused(e, Some(allow("/logout", &off))))
-        }
+        Err(e @ Error::LogoutDisabled) => Err(Refused(e, Some(("/logout", None)))),
         Err(e) => Err(e.into()),
     }
 }
@@ -314,7 +350,7 @@ async fn logout_post(
 /// (204), both with the path's `Allow`.
 #[derive(Clone)]
 struct Other {
-    allow: String,
+    path: &'static str,
     options: bool,
 }
 
@@ -324,13 +360,13 @@ impl Handler for Other {
         if self.options {
             let res = Response::build()
                 .status(Status::NoContent)
-                .header(Header::new("Allow", self.allow.clone()))
+                .header(Header::new("Allow", allow_at(req, self.path, &[])))
                 .finalize();
             Outcome::Success(res)
         } else {
             Outcome::from(
                 req,
-                Refused(Error::MethodNotAllowed, Some(self.allow.clone())),
+                Refused(Error::MethodNotAllowed, Some((self.path, None))),
             )
         }
     }
@@ -342,16 +378,29 @@ mod tests {
 
     #[test]
     fn allow_is_derived_from_the_table() {
-        assert_eq!(allow("/login", &[]), "POST, OPTIONS");
-        assert_eq!(allow("/token", &[]), "GET, PUT, DELETE, HEAD, OPTIONS");
-        assert_eq!(allow("/logout", &[]), "GET, POST, HEAD, OPTIONS");
+        assert_eq!(allow("/login", &[], &[]), "POST, OPTIONS");
+        assert_eq!(allow("/token", &[], &[]), "GET, PUT, DELETE, HEAD, OPTIONS");
+        assert_eq!(allow("/logout", &[], &[]), "GET, POST, HEAD, OPTIONS");
         assert_eq!(
-            allow("/token", &[Method::Put]),
+            allow("/token", &[Method::Put], &[]),
             "GET, DELETE, HEAD, OPTIONS"
         );
-        assert_eq!(allow("/tokens", &[]), "GET, HEAD, OPTIONS");
-        assert_eq!(allow("/tokens/<id>", &[]), "DELETE, OPTIONS");
-        assert_eq!(allow("/logout", &[Method::Get, Method::Post]), "OPTIONS");
+        assert_eq!(allow("/tokens", &[], &[]), "GET, HEAD, OPTIONS");
+        assert_eq!(allow("/tokens/<id>", &[], &[]), "DELETE, OPTIONS");
+        assert_eq!(
+            allow("/logout", &[Method::Get, Method::Post], &[]),
+            "OPTIONS"
+        );
+        // The app's routes at the path add theirs; HEAD comes with GET.
+        assert_eq!(
+            allow("/login", &[], &[Method::Get]),
+            "POST, GET, HEAD, OPTIONS"
+        );
+        // A method switched off but served by the app is allowed.
+        assert_eq!(
+            allow("/token", &[Method::Put], &[Method::Put, Method::Options]),
+            "GET, DELETE, PUT, HEAD, OPTIONS"
+        );
     }
 
     #[get("/token")]

@@ -437,6 +437,16 @@ pub async fn the_apps_own_route_takes_a_405s_place(db: TestDb) {
     // The crate still logs in.
     let token = login(&client, "alice", PW).await;
     assert!(!token.is_empty());
+    // `Allow` names the app's GET with the crate's POST, in the 405 and
+    // in `OPTIONS`.
     let res = client.put("/auth/login/").dispatch().await;
     assert_eq!(res.status(), Status::MethodNotAllowed);
+    let both = Some("POST, GET, HEAD, OPTIONS");
+    assert_eq!(res.headers().get_one("Allow"), both);
+    let res = client.options("/auth/login").dispatch().await;
+    assert_eq!(res.status(), Status::NoContent);
+    assert_eq!(res.headers().get_one("Allow"), both);
+    // Other paths are untouched.
+    let res = client.options("/auth/tokens/").dispatch().await;
+    assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD, OPTIONS"));
 }

@@ -784,6 +784,21 @@ pub async fn rotation_and_logout_switches(db: TestDb) {
             json!({"detail": "Logout is disabled."})
         );
     }
+    // Every other answer at the paths says the same: OPTIONS and the 405
+    // of a method the crate never serves there.
+    for (path, allow) in [
+        ("/auth/token/", "GET, HEAD, OPTIONS"),
+        ("/auth/logout", "OPTIONS"),
+    ] {
+        for method in [Method::Options, Method::Patch] {
+            let res = client.req(method, path).dispatch().await;
+            assert_eq!(
+                res.headers().get_one("Allow"),
+                Some(allow),
+                "{method} {path}"
+            );
+        }
+    }
     assert_eq!(check(&client, &token).await, Status::Ok);
     assert_eq!(db.count("advanced_token_tokens").await, 1);
     // A bad token still gets 401, not 405.
