@@ -5,6 +5,7 @@ use rocket::serde::json::Json;
 use rocket::{get, routes, Build, Rocket};
 use serde_json::{json, Value};
 
+use crate::routes::configured_allow;
 use crate::service::{AdvancedToken, AuthUser};
 
 /// The demo app: the fairing, the routes at `/auth`, `GET /api/hello/`
@@ -42,5 +43,34 @@ fn openapi(at: &AdvancedToken) -> Json<Value> {
             &format!("`Authorization: {prefix} <token>`"),
         );
     }
+    configure_allow(&mut doc, at);
     Json(doc)
+}
+
+/// The document's `Allow` values (written for the defaults) as `at` is
+/// configured: `allow_rotation` and `allow_logout` switch methods off.
+fn configure_allow(doc: &mut Value, at: &AdvancedToken) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let ours = path
+            .trim_start_matches("/auth")
+            .trim_end_matches('/')
+            .replace("{id}", "<id>");
+        let (default, now) = (
+            configured_allow(&ours, None),
+            configured_allow(&ours, Some(at)),
+        );
+        if default == now {
+            continue;
+        }
+        if let Some(Value::String(text)) = item.get_mut("description") {
+            *text = text.replace(&format!("`Allow: {default}`"), &format!("`Allow: {now}`"));
+        }
+        if let Some(value) = item.pointer_mut("/options/responses/204/headers/Allow/schema/enum/0")
+        {
+            *value = Value::String(now);
+        }
+    }
 }

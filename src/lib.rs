@@ -114,7 +114,9 @@
 //! instead of it (the fairing warns at liftoff), and one may take the place
 //! of a 405 (a form at `GET /auth/login`). `Allow` names what the path
 //! serves: the crate's methods less those switched off (`allow_rotation`,
-//! `allow_logout`), and the methods of the app's routes at that path.
+//! `allow_logout`), plus those of the app's routes written with the same
+//! path and ranked before the crate's; a 405 never names the method it
+//! refuses.
 //!
 //! # In your app
 //!

@@ -57,41 +57,54 @@ const ALL_METHODS: [Method; 7] = [
     Method::Connect,
 ];
 
-/// The `Allow` value of `path`: its methods less `except` (switched off by
-/// configuration), plus `extra` (the app's own routes at the path), `HEAD`
-/// with `GET`, and `OPTIONS`.
-fn allow(path: &str, except: &[Method], extra: &[Method]) -> String {
+/// The `Allow` value of `path`: its methods less `off` (switched off by
+/// configuration), plus `extra` (the app's own routes at the path), less
+/// `refused` (the method a 405 answers), `HEAD` with `GET`, and `OPTIONS`.
+fn allow(path: &str, off: &[Method], extra: &[Method], refused: Method) -> String {
     let served = PATHS
         .iter()
         .find(|(p, _)| *p == path)
         .map_or(&[][..], |(_, methods)| *methods);
     let mut methods: Vec<Method> = served
         .iter()
-        .filter(|m| !except.contains(m))
+        .filter(|m| !off.contains(m))
         .copied()
         .collect();
     for m in extra {
-        if !methods.contains(m) && !matches!(m, Method::Head | Method::Options) {
+        if !methods.contains(m) {
             methods.push(*m);
         }
     }
+    let head = methods
+        .iter()
+        .any(|m| matches!(m, Method::Get | Method::Head));
+    methods.retain(|m| !matches!(m, Method::Head | Method::Options) && *m != refused);
     let mut out: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
-    if methods.contains(&Method::Get) || extra.contains(&Method::Head) {
+    if head && !matches!(refused, Method::Get | Method::Head) {
         out.push("HEAD");
     }
     out.push("OPTIONS");
     out.join(", ")
 }
 
-/// The `Allow` value of the crate's `path` as `req` is answered there:
-/// less `except` and the methods configuration switched off, plus those of
-/// the app's routes at the same path.
-fn allow_at(req: &Request<'_>, path: &str, except: &[Method]) -> String {
-    let mut off = except.to_vec();
-    if let Some(at) = req.rocket().state::<AdvancedToken>() {
-        off.extend(switched_off(at, path));
-    }
-    allow(path, &off, &app_methods(req))
+/// The `Allow` value of the crate's `path` as `req` is answered there: less
+/// the methods configuration switched off, plus those of the app's routes at
+/// the same path, and never the method of a request answered 405.
+fn allow_at(req: &Request<'_>, path: &str) -> String {
+    let off = req
+        .rocket()
+        .state::<AdvancedToken>()
+        .map_or_else(Vec::new, |at| switched_off(at, path));
+    allow(path, &off, &app_methods(req), req.method())
+}
+
+/// The `Allow` value of the crate's `path` (a path of `routes()`, like
+/// `/token`) with `at`'s configuration, or with the defaults when `at` is
+/// `None`, and no app route at the path: what the demo's OpenAPI document
+/// says.
+pub(crate) fn configured_allow(path: &str, at: Option<&AdvancedToken>) -> String {
+    let off = at.map_or_else(Vec::new, |at| switched_off(at, path));
+    allow(path, &off, &[], Method::Options)
 }
 
 /// The methods of the crate's `path` that `at`'s configuration switched off.
@@ -228,9 +241,8 @@ impl<'r, R: Responder<'r, 'static>> Responder<'r, 'static> for NoStore<R> {
     }
 }
 
-/// An error answer; a 405 names its path (and a method it refuses beyond
-/// those configuration switched off), for the `Allow` header.
-struct Refused(Error, Option<(&'static str, Option<Method>)>);
+/// An error answer; a 405 names its path, for the `Allow` header.
+struct Refused(Error, Option<&'static str>);
 
 impl From<Error> for Refused {
     fn from(e: Error) -> Self {
@@ -241,9 +253,8 @@ impl From<Error> for Refused {
 impl<'r> Responder<'r, 'static> for Refused {
     fn respond_to(self, req: &'r Request<'_>) -> response::Result<'static> {
         let mut res = self.0.respond_to(req)?;
-        if let Some((path, refused)) = self.1 {
-            let except: Vec<Method> = refused.into_iter().collect();
-            res.set_header(Header::new("Allow", allow_at(req, path, &except)));
+        if let Some(path) = self.1 {
+            res.set_header(Header::new("Allow", allow_at(req, path)));
         }
         Ok(res)
     }
@@ -277,7 +288,7 @@ async fn rotate_token(
     match at.rotate(&user?).await {
         Ok(token) => Ok(NoStore(Json(json!({ "token": token })))),
         Err(e @ (Error::RotationDisabled | Error::RotationLocked)) => {
-            Err(Refused(e, Some(("/token", Some(Method::Put)))))
+            Err(Refused(e, Some("/token")))
         }
         Err(e) => Err(e.into()),
     }
@@ -291,7 +302,7 @@ async fn logout_device(
 ) -> Result<Json<Value>, Refused> {
     match at.logout_device(&user?).await {
         Ok(()) => Ok(Json(json!({ "detail": "Logged out of this device." }))),
-        Err(e @ Error::LogoutDisabled) => Err(Refused(e, Some(("/token", None)))),
+        Err(e @ Error::LogoutDisabled) => Err(Refused(e, Some("/token"))),
         Err(e) => Err(e.into()),
     }
 }
@@ -323,7 +334,7 @@ async fn delete_session(
 async fn logout(at: &AdvancedToken, user: Result<AuthUser, Error>) -> Result<Json<Value>, Refused> {
     match at.logout(&user?).await {
         Ok(_) => Ok(Json(json!({ "detail": "Logged out of every device." }))),
-        Err(e @ Error::LogoutDisabled) => Err(Refused(e, Some(("/logout", None)))),
+        Err(e @ Error::LogoutDisabled) => Err(Refused(e, Some("/logout"))),
         Err(e) => Err(e.into()),
     }
 }
@@ -360,14 +371,11 @@ impl Handler for Other {
         if self.options {
             let res = Response::build()
                 .status(Status::NoContent)
-                .header(Header::new("Allow", allow_at(req, self.path, &[])))
+                .header(Header::new("Allow", allow_at(req, self.path)))
                 .finalize();
             Outcome::Success(res)
         } else {
-            Outcome::from(
-                req,
-                Refused(Error::MethodNotAllowed, Some((self.path, None))),
-            )
+            Outcome::from(req, Refused(Error::MethodNotAllowed, Some(self.path)))
         }
     }
 }
@@ -378,28 +386,41 @@ mod tests {
 
     #[test]
     fn allow_is_derived_from_the_table() {
-        assert_eq!(allow("/login", &[], &[]), "POST, OPTIONS");
-        assert_eq!(allow("/token", &[], &[]), "GET, PUT, DELETE, HEAD, OPTIONS");
-        assert_eq!(allow("/logout", &[], &[]), "GET, POST, HEAD, OPTIONS");
+        let none = Method::Options;
+        assert_eq!(allow("/login", &[], &[], none), "POST, OPTIONS");
         assert_eq!(
-            allow("/token", &[Method::Put], &[]),
+            allow("/token", &[], &[], none),
+            "GET, PUT, DELETE, HEAD, OPTIONS"
+        );
+        assert_eq!(allow("/logout", &[], &[], none), "GET, POST, HEAD, OPTIONS");
+        assert_eq!(
+            allow("/token", &[Method::Put], &[], none),
             "GET, DELETE, HEAD, OPTIONS"
         );
-        assert_eq!(allow("/tokens", &[], &[]), "GET, HEAD, OPTIONS");
-        assert_eq!(allow("/tokens/<id>", &[], &[]), "DELETE, OPTIONS");
-        assert_eq!(
-            allow("/logout", &[Method::Get, Method::Post], &[]),
-            "OPTIONS"
-        );
+        assert_eq!(allow("/tokens", &[], &[], none), "GET, HEAD, OPTIONS");
+        assert_eq!(allow("/tokens/<id>", &[], &[], none), "DELETE, OPTIONS");
+        let off = [Method::Get, Method::Post];
+        assert_eq!(allow("/logout", &off, &[], none), "OPTIONS");
         // The app's routes at the path add theirs; HEAD comes with GET.
         assert_eq!(
-            allow("/login", &[], &[Method::Get]),
+            allow("/login", &[], &[Method::Get], none),
             "POST, GET, HEAD, OPTIONS"
         );
-        // A method switched off but served by the app is allowed.
+        // A method switched off but served by the app is allowed...
+        let extra = [Method::Put, Method::Options];
         assert_eq!(
-            allow("/token", &[Method::Put], &[Method::Put, Method::Options]),
+            allow("/token", &[Method::Put], &extra, none),
             "GET, DELETE, PUT, HEAD, OPTIONS"
+        );
+        // ...but never the one a 405 refuses (an app route that did not
+        // match the request, or a lock): GET takes HEAD with it.
+        assert_eq!(
+            allow("/token", &[], &extra, Method::Put),
+            "GET, DELETE, HEAD, OPTIONS"
+        );
+        assert_eq!(
+            allow("/login", &[], &[Method::Get], Method::Get),
+            "POST, OPTIONS"
         );
     }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use rocket::http::{ContentType, Status};
 use rocket::local::asynchronous::Client;
-use rocket::{get, routes};
+use rocket::{get, patch, routes};
 use rocket_advanced_token::{AdvancedToken, AuditEvent, AuditKind, AuthUser, Error, TokenFairing};
 use serde_json::{json, Value};
 
@@ -38,6 +38,13 @@ fn optional(user: Option<AuthUser>) -> (Status, &'static str) {
 #[get("/login")]
 fn login_page() -> &'static str {
     "the app's login form"
+}
+
+/// An app route at one of the crate's paths that takes JSON only: other
+/// PATCH requests fall through to the crate's 405.
+#[patch("/token", format = "json", data = "<body>")]
+fn patch_token_json(body: &str) -> String {
+    format!("the app's patch: {body}")
 }
 
 async fn custom(db: &TestDb, settings: Value, fairing: TokenFairing) -> Client {
@@ -426,7 +433,7 @@ pub async fn the_apps_own_route_takes_a_405s_place(db: TestDb) {
     let rocket = rocket::custom(db.figment(json!({})))
         .attach(AdvancedToken::fairing())
         .mount("/auth", rocket_advanced_token::routes())
-        .mount("/auth", routes![login_page]);
+        .mount("/auth", routes![login_page, patch_token_json]);
     let client = Client::tracked(rocket).await.expect("app launches");
     at(&client).create_user("alice", PW).await.unwrap();
     for path in ["/auth/login", "/auth/login/"] {
@@ -449,4 +456,20 @@ pub async fn the_apps_own_route_takes_a_405s_place(db: TestDb) {
     // Other paths are untouched.
     let res = client.options("/auth/tokens/").dispatch().await;
     assert_eq!(res.headers().get_one("Allow"), Some("GET, HEAD, OPTIONS"));
+    // An app route that takes only some requests of its method: the path
+    // serves PATCH, but a 405 to a PATCH it did not take never names PATCH.
+    let res = client
+        .patch("/auth/token/")
+        .header(ContentType::JSON)
+        .body("{}")
+        .dispatch()
+        .await;
+    assert_eq!(res.into_string().await.unwrap(), "the app's patch: {}");
+    let res = client.options("/auth/token").dispatch().await;
+    let with_patch = Some("GET, PUT, DELETE, PATCH, HEAD, OPTIONS");
+    assert_eq!(res.headers().get_one("Allow"), with_patch);
+    let res = client.patch("/auth/token/").body("x").dispatch().await;
+    assert_eq!(res.status(), Status::MethodNotAllowed);
+    let without = Some("GET, PUT, DELETE, HEAD, OPTIONS");
+    assert_eq!(res.headers().get_one("Allow"), without);
 }

@@ -790,8 +790,12 @@ pub async fn rotation_and_logout_switches(db: TestDb) {
         ("/auth/token/", "GET, HEAD, OPTIONS"),
         ("/auth/logout", "OPTIONS"),
     ] {
-        for method in [Method::Options, Method::Patch] {
+        for (method, status) in [
+            (Method::Options, Status::NoContent),
+            (Method::Patch, Status::MethodNotAllowed),
+        ] {
             let res = client.req(method, path).dispatch().await;
+            assert_eq!(res.status(), status, "{method} {path}");
             assert_eq!(
                 res.headers().get_one("Allow"),
                 Some(allow),
@@ -821,6 +825,8 @@ pub async fn rotation_lock_is_per_user(db: TestDb) {
         .dispatch()
         .await;
     assert_eq!(res.status(), Status::MethodNotAllowed);
+    let allow = Some("GET, DELETE, HEAD, OPTIONS");
+    assert_eq!(res.headers().get_one("Allow"), allow);
     assert_eq!(
         body_json(res).await,
         json!({"detail": "Token rotation is locked for this user."})

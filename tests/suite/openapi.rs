@@ -270,3 +270,36 @@ async fn the_document_names_the_configured_prefix_body() {
         "{description}"
     );
 }
+
+/// The document is written for the default configuration; with rotation
+/// and logout switched off, the demo serves it with the `Allow` values its
+/// answers carry.
+#[test]
+fn the_document_names_the_configured_allow() {
+    crate::common::run(the_document_names_the_configured_allow_body())
+}
+
+async fn the_document_names_the_configured_allow_body() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let off = figment(&dir)
+        .merge(("advanced_token.allow_rotation", false))
+        .merge(("advanced_token.allow_logout", false));
+    let client = demo_client(off).await;
+    let doc = fetch_document(&client).await;
+    for (path, allow) in [
+        ("/auth/token/", "GET, HEAD, OPTIONS"),
+        ("/auth/logout/", "OPTIONS"),
+        ("/auth/login/", "POST, OPTIONS"),
+    ] {
+        let res = client.req(Method::Options, path).dispatch().await;
+        assert_eq!(res.headers().get_one("Allow"), Some(allow), "{path}");
+        let item = &doc["paths"][path];
+        let documented = &item["options"]["responses"]["204"]["headers"]["Allow"]["schema"]["enum"];
+        assert_eq!(documented, &serde_json::json!([allow]), "{path}");
+        let description = item["description"].as_str().expect("a description");
+        assert!(
+            description.contains(&format!("`Allow: {allow}`")),
+            "{description}"
+        );
+    }
+}
