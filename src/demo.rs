@@ -8,14 +8,17 @@ use serde_json::{json, Value};
 use crate::routes::configured_allow;
 use crate::service::{AdvancedToken, AuthUser};
 
+/// Where the demo mounts the crate's routes, as `openapi.json` writes them.
+const BASE: &str = "/auth";
+
 /// The demo app: the fairing, the routes at `/auth`, `GET /api/hello/`
 /// behind the [`AuthUser`] guard, and the OpenAPI document of all of them at
 /// `GET /auth/openapi.json`. `advanced-token serve` launches it.
 pub fn demo(rocket: Rocket<Build>) -> Rocket<Build> {
     rocket
         .attach(AdvancedToken::fairing())
-        .mount("/auth", crate::routes())
-        .mount("/auth", routes![openapi])
+        .mount(BASE, crate::routes())
+        .mount(BASE, routes![openapi])
         .mount("/api", routes![hello])
 }
 
@@ -55,7 +58,7 @@ fn configure_allow(doc: &mut Value, at: &AdvancedToken) {
     };
     for (path, item) in paths.iter_mut() {
         let ours = path
-            .trim_start_matches("/auth")
+            .trim_start_matches(BASE)
             .trim_end_matches('/')
             .replace("{id}", "<id>");
         let (default, now) = (

@@ -124,17 +124,23 @@ fn switched_off(at: &AdvancedToken, path: &str) -> Vec<Method> {
 }
 
 /// The methods of the app's routes at the path of the crate route that
-/// answers `req`: those of the same path ranked before it. (The crate's
-/// routes at one path share one rank.)
+/// answers `req`.
 fn app_methods(req: &Request<'_>) -> Vec<Method> {
     let Some(ours) = req.route() else {
         return Vec::new();
     };
     req.rocket()
         .routes()
-        .filter(|r| r.rank < ours.rank && path_of(r) == path_of(ours))
+        .filter(|r| before_at(r, ours))
         .map(|r| r.method)
         .collect()
+}
+
+/// Whether `route` is an app route at the path of the crate's route `ours`:
+/// the same written path, ranked before it. (The crate's routes at one path
+/// share one rank, so none of them is.)
+fn before_at(route: &Route, ours: &Route) -> bool {
+    route.rank < ours.rank && path_of(route) == path_of(ours)
 }
 
 /// A route's mounted path, without a trailing slash.
@@ -213,12 +219,9 @@ pub(crate) fn shadowed(routes: &[&Route]) -> Vec<(Method, String, String)> {
     };
     let mut found = Vec::new();
     for crate_route in routes.iter().filter(|r| served(r)) {
-        let app = routes.iter().find(|r| {
-            !served(r)
-                && r.method == crate_route.method
-                && r.rank < crate_route.rank
-                && path_of(r) == path_of(crate_route)
-        });
+        let app = routes
+            .iter()
+            .find(|r| r.method == crate_route.method && before_at(r, crate_route));
         if let Some(app) = app {
             let name = app.name.as_deref().unwrap_or("unnamed").to_owned();
             found.push((crate_route.method, path_of(crate_route).to_owned(), name));
